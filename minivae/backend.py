@@ -1,0 +1,217 @@
+"""Where arrays live: the one module that knows NumPy from CuPy.
+
+Every other file does its array work through ``xp()``, the namespace of the
+current backend, using only what the Python Array API standard offers (NumPy 2,
+CuPy and ``array_api_strict`` all implement it). The few things the standard
+lacks live here: seeded random numbers, and moving data to and from the host.
+
+Backends
+--------
+``numpy``   the default, on the CPU.
+``cupy``    the same code on an NVIDIA GPU (``pip install minivae[gpu]``).
+``strict``  ``array_api_strict`` on its non-default device ``device1``: a stand-in
+            for a GPU in the tests. Like CuPy it refuses implicit conversion to
+            NumPy and refuses to mix arrays from two devices, so code that passes
+            on ``strict`` has no hidden host round-trips.
+
+Choose with ``set_backend(name)``, the ``use_backend(name)`` context manager, or
+the ``MINIVAE_BACKEND`` environment variable (read once, at import).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+
+import numpy as np
+
+BACKENDS = ("numpy", "cupy", "strict")
+
+
+class BackendError(RuntimeError):
+    """A backend was asked for that cannot run here."""
+
+
+class Backend:
+    """An array namespace, the device arrays are placed on, and a seeded generator."""
+
+    def __init__(self, name: str):
+        self.name = name
+        if name == "numpy":
+            self.xp, self.device = np, None
+        elif name == "strict":
+            import array_api_strict
+
+            self.xp, self.device = array_api_strict, array_api_strict.Device("device1")
+        elif name == "cupy":
+            self.xp, self.device = _import_cupy(), None
+        else:
+            raise BackendError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
+        self.seed(0)
+
+    def seed(self, seed: int) -> None:
+        """Restart the random stream from `seed`."""
+        if self.name == "cupy":
+            self._rng = self.xp.random.default_rng(seed)
+        else:
+            # strict has no generator of its own: draw on the host, then move the draw.
+            self._rng = np.random.default_rng(seed)
+
+    def __repr__(self) -> str:
+        return f"Backend({self.name!r})"
+
+
+def _import_cupy():
+    try:
+        import cupy
+    except ImportError:
+        raise BackendError(
+            "backend 'cupy' needs CuPy, which is not installed; "
+            "install it with `pip install minivae[gpu]` (CUDA 12), or use backend 'numpy'"
+        ) from None
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CuPy raises its own CUDA error types
+        count, why = 0, f" ({type(exc).__name__}: {exc})"
+    else:
+        why = ""
+    if count == 0:
+        raise BackendError(
+            f"backend 'cupy': CuPy is installed but finds no CUDA device{why}; "
+            "check the NVIDIA driver with `nvidia-smi`, or use backend 'numpy'"
+        ) from None
+    return cupy
+
+
+_current = Backend(os.environ.get("MINIVAE_BACKEND", "numpy"))
+
+
+def get_backend() -> Backend:
+    return _current
+
+
+def set_backend(name: str) -> Backend:
+    """Switch every new array to backend `name` ('numpy', 'cupy' or 'strict')."""
+    global _current
+    if name != _current.name:
+        _current = Backend(name)
+    return _current
+
+
+@contextlib.contextmanager
+def use_backend(name: str):
+    """``with use_backend("strict"): ...`` runs a block on another backend."""
+    previous = _current
+    try:
+        yield set_backend(name)
+    finally:
+        globals()["_current"] = previous
+
+
+def xp():
+    """The array namespace of the current backend."""
+    return _current.xp
+
+
+def dtype(name):
+    """``dtype("float32")`` as the current namespace spells it."""
+    return getattr(_current.xp, str(name))
+
+
+def asarray(data, dtype=None):
+    """Put `data` (nested lists, numbers or host arrays) on the current device.
+
+    This is the explicit host-to-device door; nothing else in minivae moves data
+    onto the device implicitly.
+    """
+    b = _current
+    if b.name == "cupy" and isinstance(data, np.ndarray):
+        return b.xp.asarray(data, dtype=dtype)
+    if b.device is not None:
+        return b.xp.asarray(data, dtype=dtype, device=b.device)
+    return b.xp.asarray(data, dtype=dtype)
+
+
+def full(shape, value, dtype):
+    """An array of `shape` filled with `value`, on the current device."""
+    b = _current
+    if b.device is not None:
+        return b.xp.full(shape, value, dtype=dtype, device=b.device)
+    return b.xp.full(shape, value, dtype=dtype)
+
+
+def to_numpy(x) -> np.ndarray:
+    """Bring `x` (a Tensor or a backend array, e.g. a ``.grad``) to the host."""
+    x = getattr(x, "data", x)  # a Tensor holds its array in .data
+    if isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, "get"):  # CuPy
+        return x.get()
+    if hasattr(x, "to_device"):  # array_api_strict: move to its CPU device first
+        import array_api_strict
+
+        return np.asarray(x.to_device(array_api_strict.Device("CPU_DEVICE")))
+    return np.asarray(x)
+
+
+# --- random numbers: the standard has none, so each backend's generator lives here ---
+
+
+def normal(shape, dtype) -> "array":
+    """Standard normal draws of `shape` in `dtype`, on the current device."""
+    b = _current
+    if b.name == "cupy":
+        return b._rng.standard_normal(shape, dtype=dtype)
+    draw = b._rng.standard_normal(shape, dtype=np.dtype(str(_dtype_name(dtype))))
+    return draw if b.name == "numpy" else asarray(draw)
+
+
+def uniform(shape, dtype, low=0.0, high=1.0):
+    """Uniform draws on [low, high) of `shape` in `dtype`, on the current device."""
+    b = _current
+    if b.name == "cupy":
+        return b._rng.uniform(low, high, shape).astype(dtype)
+    draw = b._rng.uniform(low, high, shape).astype(_dtype_name(dtype))
+    return draw if b.name == "numpy" else asarray(draw)
+
+
+def permutation(n: int) -> np.ndarray:
+    """A seeded permutation of range(n), as a host array (used to shuffle batches)."""
+    b = _current
+    if b.name == "cupy":
+        return b._rng.permutation(n).get()
+    return b._rng.permutation(n)
+
+
+def seed(s: int) -> None:
+    """Restart the current backend's random stream."""
+    _current.seed(s)
+
+
+def rng_state():
+    """A copy of the generator's state, for checkpoints (picklable)."""
+    if _current.name == "cupy":
+        return copy.deepcopy(_current._rng)
+    return _current._rng.bit_generator.state
+
+
+def set_rng_state(state) -> None:
+    if _current.name == "cupy":
+        _current._rng = copy.deepcopy(state)
+    else:
+        _current._rng.bit_generator.state = state
+
+
+def _dtype_name(dtype) -> str:
+    """'float32' or 'float64' for a dtype of any backend."""
+    for name in ("float32", "float64"):
+        if dtype == getattr(_current.xp, name):
+            return name
+    raise TypeError(f"expected a float32 or float64 dtype, got {dtype}")
+
+
+def is_array(x) -> bool:
+    """True for an array of the current backend (a NumPy array is one only on 'numpy')."""
+    if isinstance(x, np.ndarray):
+        return _current.name == "numpy"
+    return hasattr(x, "__array_namespace__")

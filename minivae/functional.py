@@ -1,0 +1,240 @@
+"""Elementwise functions, reductions and joins, each backward beside its forward.
+
+Every function takes Tensors (or numbers) and returns a Tensor. The pattern is
+the one of ``tensor.py``: compute ``out``, write ``backward(g)`` as the chain
+rule (g times the local derivative), record both with ``_op``.
+
+Where the textbook formula overflows, the stable form is used and the comment
+says why (sigmoid, softplus, log_sigmoid, logsumexp).
+"""
+from __future__ import annotations
+
+from . import backend
+from .tensor import Tensor, _lift, _op, _sum_to, as_tensor, broadcast_shapes
+
+
+def _xp():
+    return backend.xp()
+
+
+def exp(x):
+    return as_tensor(x).exp()
+
+
+def log(x):
+    return as_tensor(x).log()
+
+
+def log1p(x):
+    x = as_tensor(x)
+    return _op(_xp().log1p(x.data), (x,), lambda g: (g / (1 + x.data),), "log1p")
+
+
+def sqrt(x):
+    x = as_tensor(x)
+    out = _xp().sqrt(x.data)
+    return _op(out, (x,), lambda g: (g / (2 * out),), "sqrt")
+
+
+def square(x):
+    x = as_tensor(x)
+    return _op(x.data * x.data, (x,), lambda g: (2 * g * x.data,), "square")
+
+
+def abs(x):  # noqa: A001 - the name learners expect
+    x = as_tensor(x)
+    xp = _xp()
+    return _op(xp.abs(x.data), (x,), lambda g: (g * xp.sign(x.data),), "abs")  # d|x|/dx = sign(x), 0 at 0
+
+
+def tanh(x):
+    x = as_tensor(x)
+    out = _xp().tanh(x.data)
+    return _op(out, (x,), lambda g: (g * (1 - out * out),), "tanh")
+
+
+def relu(x):
+    x = as_tensor(x)
+    xp = _xp()
+    positive = x.data > 0  # the gradient at exactly 0 is taken as 0
+    return _op(xp.where(positive, x.data, xp.zeros_like(x.data)), (x,),
+               lambda g: (xp.where(positive, g, xp.zeros_like(g)),), "relu")
+
+
+def _sigmoid_array(a):
+    # 1/(1+e^-a) overflows e^-a for very negative a; with e = e^-|a| <= 1 nothing overflows:
+    # a >= 0: 1/(1+e);  a < 0: e/(1+e)
+    xp = _xp()
+    e = xp.exp(-xp.abs(a))
+    return xp.where(a >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def sigmoid(x):
+    x = as_tensor(x)
+    out = _sigmoid_array(x.data)
+    return _op(out, (x,), lambda g: (g * out * (1 - out),), "sigmoid")
+
+
+def softplus(x):
+    """log(1 + e^x) = max(x, 0) + log1p(e^-|x|): no overflow for large x, no log(1) for very negative x."""
+    x = as_tensor(x)
+    xp = _xp()
+    out = xp.maximum(x.data, xp.zeros_like(x.data)) + xp.log1p(xp.exp(-xp.abs(x.data)))
+    return _op(out, (x,), lambda g: (g * _sigmoid_array(x.data),), "softplus")  # d/dx = sigmoid(x)
+
+
+def log_sigmoid(x):
+    """log(sigmoid(x)) = -softplus(-x), stable for large |x| (used by the Bernoulli likelihood)."""
+    x = as_tensor(x)
+    xp = _xp()
+    out = xp.minimum(x.data, xp.zeros_like(x.data)) - xp.log1p(xp.exp(-xp.abs(x.data)))
+    return _op(out, (x,), lambda g: (g * _sigmoid_array(-x.data),), "log_sigmoid")  # d/dx = sigmoid(-x)
+
+
+def logsumexp(x, axis=-1, keepdims=False):
+    """log(sum(exp(x))) over `axis`, shifted by the maximum so exp never overflows."""
+    x = as_tensor(x)
+    xp = _xp()
+    m = xp.max(x.data, axis=axis, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))  # an all -inf row stays -inf, not NaN
+    kept = xp.log(xp.sum(xp.exp(x.data - m), axis=axis, keepdims=True)) + m
+
+    def backward(g):  # d/dx_i = exp(x_i - logsumexp) = softmax(x)_i
+        g = g if keepdims else xp.expand_dims(g, axis=axis)
+        return (g * xp.exp(x.data - kept),)
+
+    out = kept if keepdims else xp.squeeze(kept, axis=axis)
+    return _op(out, (x,), backward, "logsumexp")
+
+
+def maximum(a, b):
+    """Elementwise maximum; at a tie the gradient goes to `a`."""
+    a = as_tensor(a)
+    b = _lift(b, a, "maximum")
+    broadcast_shapes(a.shape, b.shape, "maximum")
+    xp = _xp()
+    a_wins = a.data >= b.data
+
+    def backward(g):
+        zero = xp.zeros_like(g)
+        return _sum_to(xp.where(a_wins, g, zero), a.shape), _sum_to(xp.where(a_wins, zero, g), b.shape)
+
+    return _op(xp.maximum(a.data, b.data), (a, b), backward, "maximum")
+
+
+def clip(x, low=None, high=None):
+    """Clamp to [low, high]; the gradient passes only where x was inside (boundaries included)."""
+    x = as_tensor(x)
+    xp = _xp()
+    inside = xp.ones_like(x.data, dtype=xp.bool)
+    if low is not None:
+        inside = inside & (x.data >= low)
+    if high is not None:
+        inside = inside & (x.data <= high)
+    out = xp.clip(x.data, low, high)
+    return _op(out, (x,), lambda g: (xp.where(inside, g, xp.zeros_like(g)),), "clip")
+
+
+def where(condition, a, b):
+    """`a` where `condition` holds, else `b`; `condition` is a boolean array (no gradient)."""
+    a = as_tensor(a)
+    b = _lift(b, a, "where")
+    condition = condition.data if isinstance(condition, Tensor) else condition
+    shape = broadcast_shapes(broadcast_shapes(a.shape, b.shape, "where"), tuple(condition.shape), "where")
+    xp = _xp()
+
+    def backward(g):
+        zero = xp.zeros_like(g)
+        return _sum_to(xp.where(condition, g, zero), a.shape), _sum_to(xp.where(condition, zero, g), b.shape)
+
+    out = xp.where(condition, a.data, b.data)
+    return _op(xp.broadcast_to(out, shape), (a, b), backward, "where")
+
+
+# --- joining and splitting ---------------------------------------------------
+
+
+def concatenate(tensors, axis=0):
+    """Join along an existing axis; backward hands each input its slice of g."""
+    tensors = [as_tensor(t) for t in tensors]
+    xp = _xp()
+    axis = axis % tensors[0].ndim
+    for t in tensors[1:]:
+        if t.ndim != tensors[0].ndim or any(
+            n != m for i, (n, m) in enumerate(zip(t.shape, tensors[0].shape)) if i != axis
+        ):
+            raise ValueError(
+                f"concatenate: shapes {[t.shape for t in tensors]} differ outside axis {axis}"
+            )
+    bounds = [0]
+    for t in tensors:
+        bounds.append(bounds[-1] + t.shape[axis])
+
+    def backward(g):
+        lead = (slice(None),) * axis
+        return tuple(g[lead + (slice(lo, hi), ...)] for lo, hi in zip(bounds[:-1], bounds[1:]))
+
+    return _op(xp.concat([t.data for t in tensors], axis=axis), tuple(tensors), backward, "concatenate")
+
+
+def stack(tensors, axis=0):
+    """Join along a new axis; backward hands input i the i-th slice of g."""
+    tensors = [as_tensor(t) for t in tensors]
+    if len({t.shape for t in tensors}) != 1:
+        raise ValueError(f"stack: all shapes must be equal, got {[t.shape for t in tensors]}")
+    xp = _xp()
+    axis = axis % (tensors[0].ndim + 1)
+
+    def backward(g):
+        lead = (slice(None),) * axis
+        return tuple(g[lead + (i, ...)] for i in range(len(tensors)))
+
+    return _op(xp.stack([t.data for t in tensors], axis=axis), tuple(tensors), backward, "stack")
+
+
+def split(x, sections, axis=-1):
+    """Split into `sections` equal parts (an int) or at the given sizes (a list).
+
+    Built from slicing, so its backward is the slicing backward.
+    """
+    x = as_tensor(x)
+    axis = axis % x.ndim
+    n = x.shape[axis]
+    if isinstance(sections, int):
+        if sections < 1 or n % sections:
+            raise ValueError(f"split: axis {axis} of shape {x.shape} does not split into {sections} equal parts")
+        sizes = [n // sections] * sections
+    else:
+        sizes = list(sections)
+        if sum(sizes) != n:
+            raise ValueError(f"split: sizes {sizes} do not add up to {n}, axis {axis} of shape {x.shape}")
+    lead, start, parts = (slice(None),) * axis, 0, []
+    for size in sizes:
+        parts.append(x[lead + (slice(start, start + size), ...)])
+        start += size
+    return parts
+
+
+def unstack(x, axis=0):
+    """The slices along `axis`, that axis removed (the inverse of stack)."""
+    x = as_tensor(x)
+    axis = axis % x.ndim
+    lead = (slice(None),) * axis
+    return [x[lead + (i, ...)] for i in range(x.shape[axis])]
+
+
+def pad(x, pad_width, value=0.0):
+    """Pad with a constant: `pad_width` is one (before, after) pair per axis.
+
+    The standard array API has no pad, so: fill a bigger array, write x into its
+    middle; backward reads the middle back out.
+    """
+    x = as_tensor(x)
+    if len(pad_width) != x.ndim or any(lo < 0 or hi < 0 for lo, hi in pad_width):
+        raise ValueError(f"pad: need {x.ndim} non-negative (before, after) pairs for shape {x.shape}, got {pad_width}")
+    xp = _xp()
+    shape = tuple(n + lo + hi for n, (lo, hi) in zip(x.shape, pad_width))
+    middle = tuple(slice(lo, lo + n) for n, (lo, _) in zip(x.shape, pad_width))
+    out = backend.full(shape, value, x.dtype)
+    out[middle] = x.data
+    return _op(out, (x,), lambda g: (g[middle],), "pad")

@@ -1,0 +1,359 @@
+"""The Tensor and reverse-mode automatic differentiation.
+
+Read this file first. A ``Tensor`` holds an array (``.data``) and, when it was
+made by an operation on tensors that need gradients, remembers
+
+* ``_parents``: the tensors it was computed from, and
+* ``_backward``: a small function that turns the gradient of the final loss with
+  respect to this tensor (``g``) into the gradients with respect to each parent:
+  one application of the chain rule.
+
+``loss.backward()`` lists the graph in topological order (every tensor after
+the tensors it was computed from), walks that list in reverse, and hands each
+tensor's gradient to its ``_backward``. A tensor used twice receives the sum of
+the gradients from both uses. Leaves (the tensors you created, such as weights)
+keep their gradient in ``.grad``; everything else is freed as the walk goes, so
+memory stays flat over thousands of training steps.
+
+Every op below is written the same way: compute the output array, then define
+``backward(g)`` right beside it, then ``_op(...)`` records both.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+from . import backend
+
+_grad_enabled = True
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Inside ``with no_grad():`` operations record no graph (evaluation, optimiser steps)."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, False
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+def _freed(g):
+    raise RuntimeError(
+        "backward() through this part of the graph a second time: its graph was freed by the "
+        "first backward(); run the forward computation again"
+    )
+
+
+class Tensor:
+    """An array with an optional gradient and a record of how it was computed."""
+
+    def __init__(self, data, requires_grad: bool = False, dtype=None):
+        self.data = _float_array(data.data if isinstance(data, Tensor) else data, dtype)
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self._parents: tuple[Tensor, ...] = ()
+        self._backward = None
+        self._op = "leaf"
+        self._backend = backend.get_backend().name
+
+    # --- a few plain properties -------------------------------------------
+    shape = property(lambda self: tuple(self.data.shape))
+    dtype = property(lambda self: self.data.dtype)
+    ndim = property(lambda self: self.data.ndim)
+    size = property(lambda self: int(np.prod(self.data.shape)))
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __repr__(self):
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor(shape={self.shape}, dtype={self.dtype}, op={self._op}{grad})"
+
+    def numpy(self) -> np.ndarray:
+        """A host (NumPy) copy of the data: the one explicit way off the device."""
+        return backend.to_numpy(self.data)
+
+    def detach(self) -> "Tensor":
+        """The same data, cut off from the graph."""
+        return Tensor(self.data)
+
+    # --- backward ----------------------------------------------------------
+    def backward(self, grad=None) -> None:
+        """Fill ``.grad`` of every leaf this tensor depends on with d(self)/d(leaf).
+
+        Gradients accumulate: call ``zero_grad()`` (or set ``.grad = None``) between steps.
+        """
+        xp = backend.xp()
+        if grad is None:
+            if self.size != 1:
+                raise ValueError(
+                    f"backward() on a non-scalar tensor of shape {self.shape} needs `grad`, "
+                    "the gradient of the loss with respect to it (or reduce it to a scalar first)"
+                )
+            grad = xp.ones_like(self.data)
+        else:
+            grad = grad.data if isinstance(grad, Tensor) else grad
+            if tuple(grad.shape) != self.shape:
+                raise ValueError(f"backward(): grad has shape {tuple(grad.shape)}, tensor has {self.shape}")
+        if not self.requires_grad:
+            raise RuntimeError("backward() on a tensor that does not require grad (no leaf of it does)")
+
+        grads = {id(self): grad}
+        for node in reversed(self._topological_order()):
+            g = grads.pop(id(node), None)
+            if g is None:
+                continue
+            if node._backward is None:  # a leaf: keep (accumulate) its gradient
+                node.grad = g if node.grad is None else node.grad + g
+                continue
+            for parent, pg in zip(node._parents, node._backward(g)):
+                if pg is not None and parent.requires_grad:
+                    key = id(parent)
+                    grads[key] = grads[key] + pg if key in grads else pg
+            node._parents, node._backward = (), _freed  # free the graph behind us
+
+    def _topological_order(self) -> list["Tensor"]:
+        """Depth-first post-order, with an explicit stack (no recursion limit)."""
+        order, seen, stack = [], set(), [(self, False)]
+        while stack:
+            node, parents_done = stack.pop()
+            if parents_done:
+                order.append(node)
+            elif id(node) not in seen:
+                seen.add(id(node))
+                stack.append((node, True))
+                stack.extend((p, False) for p in node._parents if p.requires_grad)
+        return order
+
+    # --- arithmetic: each forward with its backward ------------------------
+    def __add__(self, other):
+        a, b = _pair(self, other, "add")
+        return _op(a.data + b.data, (a, b), lambda g: (_sum_to(g, a.shape), _sum_to(g, b.shape)), "add")
+
+    def __sub__(self, other):
+        a, b = _pair(self, other, "subtract")
+        return _op(a.data - b.data, (a, b), lambda g: (_sum_to(g, a.shape), _sum_to(-g, b.shape)), "subtract")
+
+    def __mul__(self, other):
+        a, b = _pair(self, other, "multiply")
+
+        def backward(g):  # d(ab)/da = b, d(ab)/db = a
+            return _sum_to(g * b.data, a.shape), _sum_to(g * a.data, b.shape)
+
+        return _op(a.data * b.data, (a, b), backward, "multiply")
+
+    def __truediv__(self, other):
+        a, b = _pair(self, other, "divide")
+        out = a.data / b.data
+
+        def backward(g):  # d(a/b)/da = 1/b, d(a/b)/db = -a/b^2 = -out/b
+            return _sum_to(g / b.data, a.shape), _sum_to(-g * out / b.data, b.shape)
+
+        return _op(out, (a, b), backward, "divide")
+
+    def __neg__(self):
+        return _op(-self.data, (self,), lambda g: (-g,), "negative")
+
+    def __pow__(self, p):
+        if not isinstance(p, (int, float)):
+            raise TypeError("Tensor ** p: p must be a Python number; for a tensor exponent use exp(p * log(x))")
+        x = self.data
+
+        def backward(g):  # d(x^p)/dx = p x^(p-1)
+            return (g * p * x ** (p - 1),)
+
+        return _op(x**p, (self,), backward, "power")
+
+    def __matmul__(self, other):
+        a, b = _pair(self, other, "matmul", broadcast=False)
+        if b.ndim == 1:  # a vector on the right: a one-column matrix, column dropped after
+            out = a @ b.reshape(-1, 1)
+            return out.reshape(*out.shape[:-1])
+        if a.ndim == 1:  # a vector on the left: a one-row matrix, row dropped after
+            out = a.reshape(1, -1) @ b
+            return out.reshape(*out.shape[:-2], out.shape[-1])
+        if a.shape[-1] != b.shape[-2]:
+            raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not fit ({a.shape[-1]} != {b.shape[-2]})")
+        xp = backend.xp()
+
+        def backward(g):  # C = AB: dA = g B^T, dB = A^T g (summed over broadcast batch axes)
+            ga = xp.matmul(g, xp.matrix_transpose(b.data))
+            gb = xp.matmul(xp.matrix_transpose(a.data), g)
+            return _sum_to(ga, a.shape), _sum_to(gb, b.shape)
+
+        return _op(xp.matmul(a.data, b.data), (a, b), backward, "matmul")
+
+    __radd__ = __add__
+    __rmul__ = __mul__
+
+    def __rsub__(self, other):
+        return _lift(other, self, "subtract") - self
+
+    def __rtruediv__(self, other):
+        return _lift(other, self, "divide") / self
+
+    def __rmatmul__(self, other):
+        return _lift(other, self, "matmul") @ self
+
+    # Comparisons give plain boolean arrays: there is no gradient through them.
+    # (== and != are left as identity, so tensors can sit in sets and lists.)
+    def __lt__(self, other):
+        return self.data < _lift(other, self, "less").data
+
+    def __le__(self, other):
+        return self.data <= _lift(other, self, "less_equal").data
+
+    def __gt__(self, other):
+        return self.data > _lift(other, self, "greater").data
+
+    def __ge__(self, other):
+        return self.data >= _lift(other, self, "greater_equal").data
+
+    # --- reductions and shape changes --------------------------------------
+    def sum(self, axis=None, keepdims=False):
+        xp = backend.xp()
+        axes = _axes(axis, self.ndim)
+        kept = tuple(1 if i in axes else n for i, n in enumerate(self.shape))
+
+        def backward(g):  # every summed element gets the same gradient
+            return (xp.broadcast_to(xp.reshape(g, kept), self.shape),)
+
+        return _op(xp.sum(self.data, axis=axes, keepdims=keepdims), (self,), backward, "sum")
+
+    def mean(self, axis=None, keepdims=False):
+        count = int(np.prod([self.shape[i] for i in _axes(axis, self.ndim)]))
+        return self.sum(axis, keepdims) / count
+
+    def reshape(self, *shape):
+        shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        xp = backend.xp()
+        try:
+            out = xp.reshape(self.data, shape)
+        except ValueError:
+            raise ValueError(f"reshape: cannot reshape {self.shape} ({self.size} elements) to {shape}") from None
+        return _op(out, (self,), lambda g: (xp.reshape(g, self.shape),), "reshape")
+
+    def transpose(self, *axes):
+        axes = tuple(axes[0]) if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
+        axes = axes or tuple(reversed(range(self.ndim)))
+        if sorted(axes) != list(range(self.ndim)):
+            raise ValueError(f"transpose: axes {axes} are not a permutation of the {self.ndim} axes of {self.shape}")
+        inverse = tuple(int(i) for i in np.argsort(axes))
+        xp = backend.xp()
+        return _op(xp.permute_dims(self.data, axes), (self,), lambda g: (xp.permute_dims(g, inverse),), "transpose")
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        if not all(k is Ellipsis or isinstance(k, (int, slice)) for k in key):
+            raise TypeError(f"Tensor[...]: only basic indexing (ints, slices, ...) is supported, got {key!r}")
+        if not any(k is Ellipsis for k in key):
+            key = key + (Ellipsis,)  # the array API wants every axis spelled out
+        xp = backend.xp()
+
+        def backward(g):  # the picked elements get g, the rest zero
+            full = xp.zeros_like(self.data)
+            full[key] = g
+            return (full,)
+
+        return _op(self.data[key], (self,), backward, "getitem")
+
+    # The two elementwise ops every tensor needs as methods; the rest are in functional.py.
+    def exp(self):
+        out = backend.xp().exp(self.data)
+        return _op(out, (self,), lambda g: (g * out,), "exp")
+
+    def log(self):
+        return _op(backend.xp().log(self.data), (self,), lambda g: (g / self.data,), "log")
+
+
+# --- helpers shared by every op ----------------------------------------------
+
+
+def _op(data, parents, backward, name) -> Tensor:
+    """Wrap an op's output, recording `backward` only if some parent needs a gradient."""
+    out = Tensor.__new__(Tensor)
+    out.data, out.grad, out._op = data, None, name
+    out._backend = parents[0]._backend
+    out.requires_grad = _grad_enabled and any(p.requires_grad for p in parents)
+    out._parents, out._backward = (parents, backward) if out.requires_grad else ((), None)
+    return out
+
+
+def as_tensor(x) -> Tensor:
+    """`x` if it is a Tensor, else a constant Tensor holding it."""
+    return x if isinstance(x, Tensor) else Tensor(x)
+
+
+def _lift(x, like: Tensor, op: str) -> Tensor:
+    """Turn the other operand of a binary op into a Tensor on `like`'s backend and dtype."""
+    if isinstance(x, Tensor):
+        if x._backend != like._backend:
+            raise TypeError(f"{op}: mixing tensors from backends {like._backend!r} and {x._backend!r}")
+        return x
+    if isinstance(x, (int, float)):
+        return Tensor(backend.asarray(x, dtype=like.dtype))
+    if backend.is_array(x):
+        return Tensor(x)
+    raise TypeError(
+        f"{op}: cannot combine a Tensor on backend {like._backend!r} with {type(x).__module__}."
+        f"{type(x).__name__}; wrap it in Tensor(...) to move it to the device explicitly"
+    )
+
+
+def _pair(a: Tensor, b, op: str, broadcast: bool = True):
+    b = _lift(b, a, op)
+    if broadcast:
+        broadcast_shapes(a.shape, b.shape, op)
+    return a, b
+
+
+def broadcast_shapes(s1, s2, op: str = "broadcast") -> tuple:
+    """The NumPy broadcasting rule, with an error that names the op and both shapes."""
+    out = []
+    for i in range(1, max(len(s1), len(s2)) + 1):
+        n1 = s1[-i] if i <= len(s1) else 1
+        n2 = s2[-i] if i <= len(s2) else 1
+        if n1 != n2 and 1 not in (n1, n2):
+            raise ValueError(f"{op}: shapes {tuple(s1)} and {tuple(s2)} cannot be broadcast together")
+        out.append(max(n1, n2) if 1 in (n1, n2) else n1)
+    return tuple(reversed(out))
+
+
+def _sum_to(g, shape):
+    """Undo broadcasting: sum the gradient over every axis the forward stretched."""
+    xp = backend.xp()
+    extra = g.ndim - len(shape)
+    if extra:
+        g = xp.sum(g, axis=tuple(range(extra)))
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
+    return xp.sum(g, axis=stretched, keepdims=True) if stretched else g
+
+
+def _axes(axis, ndim) -> tuple:
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    return tuple(a % ndim for a in axes)
+
+
+def _float_array(data, dtype):
+    """A floating-point array on the current device.
+
+    A floating array keeps its dtype; numbers, lists and integer arrays become
+    float32; ``dtype="float32"|"float64"`` forces one.
+    """
+    xp = backend.xp()
+    if dtype is not None:
+        if str(dtype) not in ("float32", "float64"):
+            raise TypeError(f"Tensor: dtype must be 'float32' or 'float64', got {dtype!r}")
+        dtype = backend.dtype(str(dtype))
+    if backend.is_array(data):
+        if dtype is None and not xp.isdtype(data.dtype, "real floating"):
+            dtype = xp.float32
+        return data if dtype is None or data.dtype == dtype else xp.astype(data, dtype)
+    if isinstance(data, np.ndarray) and data.dtype.kind == "f" and dtype is None:
+        dtype = backend.dtype(data.dtype.name)
+    return backend.asarray(data, dtype=dtype or xp.float32)
