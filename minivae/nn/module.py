@@ -1,0 +1,130 @@
+"""Module: the base of every layer and model.
+
+A Module finds its parameters by looking at its own attributes: a Tensor that
+requires grad is a parameter, a Module (or a list of Modules) is searched in
+turn. Names are dotted attribute paths (``"layers.0.kernel"``), in the order the
+attributes were set, so they are stable from run to run and fit a checkpoint.
+
+Layers create their weights lazily, on the first call, when the input's shape
+is known (as Keras does); ``build(input_shape)`` makes that call on zeros.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+
+from .. import backend
+from ..tensor import Tensor, no_grad
+
+
+class Module:
+    training = True
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} must define forward()")
+
+    # --- parameters --------------------------------------------------------
+    def named_parameters(self, prefix: str = ""):
+        """Yield ``(dotted_name, tensor)`` for every parameter, depth first."""
+        for name, value in vars(self).items():
+            if isinstance(value, Tensor) and value.requires_grad:
+                yield prefix + name, value
+            elif isinstance(value, Module):
+                yield from value.named_parameters(f"{prefix}{name}.")
+            elif isinstance(value, (list, tuple)):
+                for i, item in enumerate(value):
+                    if isinstance(item, Module):
+                        yield from item.named_parameters(f"{prefix}{name}.{i}.")
+
+    def parameters(self) -> list[Tensor]:
+        return [p for _, p in self.named_parameters()]
+
+    def count_params(self) -> int:
+        return sum(p.size for p in self.parameters())
+
+    def children(self):
+        for value in vars(self).values():
+            if isinstance(value, Module):
+                yield value
+            elif isinstance(value, (list, tuple)):
+                yield from (v for v in value if isinstance(v, Module))
+
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.grad = None
+
+    def train(self, mode: bool = True) -> "Module":
+        self.training = mode
+        for child in self.children():
+            child.train(mode)
+        return self
+
+    def eval(self) -> "Module":
+        return self.train(False)
+
+    def build(self, input_shape, dtype="float32") -> tuple:
+        """Create the weights by running the model once on zeros of shape (1, *input_shape).
+
+        Returns the output shape without the batch axis.
+        """
+        x = Tensor(backend.full((1, *input_shape), 0.0, backend.dtype(dtype)))
+        with no_grad():
+            out = self(x)
+        return tuple(out.shape[1:])
+
+    # --- saving and loading --------------------------------------------------
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Host copies of all parameters, by name."""
+        return {name: p.numpy() for name, p in self.named_parameters()}
+
+    def load_state_dict(self, arrays) -> None:
+        """Load parameters by name. Everything is checked before anything is written,
+        so a mismatch leaves the model as it was."""
+        params = dict(self.named_parameters())
+        if not params:
+            raise ValueError(
+                f"load_weights: {type(self).__name__} has no weights yet; build it first, "
+                "e.g. model.build(input_shape), so its layers know their shapes"
+            )
+        for name, p in params.items():
+            if name not in arrays:
+                raise ValueError(f"load_weights: the file has no weight {name!r} (expected shape {p.shape})")
+            if tuple(arrays[name].shape) != p.shape:
+                raise ValueError(
+                    f"load_weights: weight {name!r} has shape {tuple(arrays[name].shape)} in the file, "
+                    f"{p.shape} in the model"
+                )
+        extra = sorted(set(arrays) - set(params))
+        if extra:
+            raise ValueError(f"load_weights: the file has weights the model lacks, first {extra[0]!r}")
+        for name, p in params.items():
+            p.data = backend.asarray(np.asarray(arrays[name]), dtype=p.dtype)
+
+    def save_weights(self, path) -> None:
+        """Write all parameters to an ``.npz`` file, atomically (temporary file, then rename)."""
+        save_npz(path, self.state_dict())
+
+    def load_weights(self, path) -> None:
+        with np.load(path, allow_pickle=False) as f:
+            self.load_state_dict({k: f[k] for k in f.files})
+
+
+def save_npz(path, arrays: dict) -> None:
+    """``np.savez`` to a temporary file in the same folder, then rename over `path`:
+    a crash mid-write never leaves a half-written file under the real name."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp.npz")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise

@@ -1,0 +1,102 @@
+"""Optimisers: SGD (with momentum) and Adam, each a transcription of its paper.
+
+An optimiser holds the parameter list and per-parameter state (arrays on the
+device). ``step()`` reads each ``p.grad`` and updates ``p.data`` in place of the
+old array; no graph is recorded. ``state_dict()`` / ``load_state_dict()`` carry the
+state through a checkpoint so training resumes exactly.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import backend
+
+
+class Optimizer:
+    def __init__(self, params, lr: float):
+        self.params = list(params)
+        if not self.params:
+            raise ValueError(f"{type(self).__name__}: got an empty parameter list (build the model first)")
+        self.lr = lr
+        self.t = 0  # steps taken
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def step(self) -> None:
+        self.t += 1
+        for i, p in enumerate(self.params):
+            if p.grad is not None:
+                p.data = self._update(i, p.data, p.grad)
+
+    # --- checkpoints: the step count and every state array, as host arrays ---
+    def state_dict(self) -> dict[str, np.ndarray]:
+        state = {"t": np.asarray(self.t)}
+        for key, arrays in self._state().items():
+            for i, a in enumerate(arrays):
+                state[f"{key}.{i}"] = backend.to_numpy(a)
+        return state
+
+    def load_state_dict(self, state) -> None:
+        own = self._state()
+        for key, arrays in own.items():
+            for i, a in enumerate(arrays):
+                saved = state.get(f"{key}.{i}")
+                if saved is None or tuple(saved.shape) != tuple(a.shape):
+                    raise ValueError(
+                        f"{type(self).__name__}.load_state_dict: state {key}.{i} missing or of the wrong shape "
+                        f"(expected {tuple(a.shape)})"
+                    )
+        for key, arrays in own.items():
+            for i, a in enumerate(arrays):
+                arrays[i] = backend.asarray(np.asarray(state[f"{key}.{i}"]), dtype=a.dtype)
+        self.t = int(state["t"])
+
+
+class SGD(Optimizer):
+    """v <- momentum * v + g;  p <- p - lr * v  (plain SGD when momentum = 0)."""
+
+    def __init__(self, params, lr: float = 0.01, momentum: float = 0.0):
+        super().__init__(params, lr)
+        self.momentum = momentum
+        self.velocity = [backend.xp().zeros_like(p.data) for p in self.params]
+
+    def _update(self, i, p, g):
+        if self.momentum:
+            self.velocity[i] = self.momentum * self.velocity[i] + g
+            g = self.velocity[i]
+        return p - self.lr * g
+
+    def _state(self):
+        return {"velocity": self.velocity}
+
+
+class Adam(Optimizer):
+    """Adam, Kingma & Ba (2015), Algorithm 1, with bias correction:
+
+        m <- beta1 m + (1 - beta1) g            (first moment)
+        v <- beta2 v + (1 - beta2) g^2          (second moment)
+        m_hat = m / (1 - beta1^t),  v_hat = v / (1 - beta2^t)
+        p <- p - lr * m_hat / (sqrt(v_hat) + eps)
+
+    eps defaults to Keras's 1e-7 (the paper and PyTorch use 1e-8).
+    """
+
+    def __init__(self, params, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-7):
+        super().__init__(params, lr)
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        xp = backend.xp()
+        self.m = [xp.zeros_like(p.data) for p in self.params]
+        self.v = [xp.zeros_like(p.data) for p in self.params]
+
+    def _update(self, i, p, g):
+        b1, b2, t = self.beta1, self.beta2, self.t
+        self.m[i] = b1 * self.m[i] + (1 - b1) * g
+        self.v[i] = b2 * self.v[i] + (1 - b2) * (g * g)
+        m_hat = self.m[i] / (1 - b1**t)
+        v_hat = self.v[i] / (1 - b2**t)
+        return p - self.lr * m_hat / (backend.xp().sqrt(v_hat) + self.eps)
+
+    def _state(self):
+        return {"m": self.m, "v": self.v}
