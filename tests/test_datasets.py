@@ -406,11 +406,11 @@ def test_read_mat5_byte_orders(order):
 def test_split_train_val():
     x = np.arange(1965 * 2).reshape(1965, 2)
     train, val = split_train_val(x)
-    assert (len(train), len(val)) == (1769, 196)
+    assert (len(train), len(val)) == (1768, 197)  # the lecture's split
     assert sorted(np.concatenate([train, val])[:, 0]) == list(range(0, 3930, 2))  # rows intact
     again_train, again_val = split_train_val(x)
     assert np.array_equal(train, again_train) and np.array_equal(val, again_val)
     assert not np.array_equal(val, split_train_val(x, seed=1)[1])
-    assert len(split_train_val(x, val_fraction=0.5)[1]) == 982
+    assert len(split_train_val(x, val_fraction=0.5)[1]) == 983
     with pytest.raises(ValueError):
         split_train_val(x, val_fraction=1.0)
