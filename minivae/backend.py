@@ -33,18 +33,20 @@ class BackendError(RuntimeError):
 
 
 class Backend:
-    """An array namespace, the device arrays are placed on, and a seeded generator."""
+    """An array namespace, its array type, the device arrays are placed on, and a seeded generator."""
 
     def __init__(self, name: str):
         self.name = name
         if name == "numpy":
-            self.xp, self.device = np, None
+            self.xp, self.array_type, self.device = np, np.ndarray, None
         elif name == "strict":
             import array_api_strict
 
-            self.xp, self.device = array_api_strict, array_api_strict.Device("device1")
+            self.xp, self.array_type = array_api_strict, type(array_api_strict.asarray(0.0))
+            self.device = array_api_strict.Device("device1")
         elif name == "cupy":
-            self.xp, self.device = _import_cupy(), None
+            self.xp = _import_cupy()
+            self.array_type, self.device = self.xp.ndarray, None
         else:
             raise BackendError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
         self.seed(0)
@@ -141,10 +143,14 @@ def full(shape, value, dtype):
 
 
 def to_numpy(x) -> np.ndarray:
-    """Bring `x` (a Tensor or a backend array, e.g. a ``.grad``) to the host."""
-    x = getattr(x, "data", x)  # a Tensor holds its array in .data
-    if isinstance(x, np.ndarray):
-        return x
+    """Bring `x` (a Tensor or a backend array, e.g. a ``.grad``) to the host.
+
+    On the numpy backend this is the array itself, not a copy.
+    """
+    if hasattr(x, "requires_grad"):  # a Tensor holds its array in .data (a NumPy array's .data is its buffer)
+        x = x.data
+    if isinstance(x, (np.ndarray, np.generic)):
+        return np.asarray(x)
     if hasattr(x, "get"):  # CuPy
         return x.get()
     if hasattr(x, "to_device"):  # array_api_strict: move to its CPU device first
@@ -211,7 +217,7 @@ def _dtype_name(dtype) -> str:
 
 
 def is_array(x) -> bool:
-    """True for an array of the current backend (a NumPy array is one only on 'numpy')."""
-    if isinstance(x, np.ndarray):
-        return _current.name == "numpy"
-    return hasattr(x, "__array_namespace__")
+    """True for an array of the current backend on its device (a NumPy array is one only on
+    'numpy'; NumPy scalars and arrays of another device are not)."""
+    b = _current
+    return isinstance(x, b.array_type) and (b.device is None or x.device == b.device)
