@@ -21,6 +21,7 @@ Every op below is written the same way: compute the output array, then define
 from __future__ import annotations
 
 import contextlib
+import numbers
 
 import numpy as np
 
@@ -50,6 +51,10 @@ def _freed(g):
 class Tensor:
     """An array with an optional gradient and a record of how it was computed."""
 
+    # `numpy_array + tensor` would otherwise make NumPy loop over the tensor's elements;
+    # this makes it hand the operation to Tensor.__radd__ and friends instead.
+    __array_ufunc__ = None
+
     def __init__(self, data, requires_grad: bool = False, dtype=None):
         self.data = _float_array(data.data if isinstance(data, Tensor) else data, dtype)
         self.grad = None
@@ -66,6 +71,8 @@ class Tensor:
     size = property(lambda self: int(np.prod(self.data.shape)))
 
     def __len__(self):
+        if not self.shape:
+            raise TypeError("len() of a 0-d Tensor")
         return self.shape[0]
 
     def __repr__(self):
@@ -73,7 +80,8 @@ class Tensor:
         return f"Tensor(shape={self.shape}, dtype={self.dtype}, op={self._op}{grad})"
 
     def numpy(self) -> np.ndarray:
-        """A host (NumPy) copy of the data: the one explicit way off the device."""
+        """The data as a host (NumPy) array: the one explicit way off the device.
+        (On the numpy backend it is the tensor's own array, not a copy.)"""
         return backend.to_numpy(self.data)
 
     def detach(self) -> "Tensor":
@@ -95,7 +103,7 @@ class Tensor:
                 )
             grad = xp.ones_like(self.data)
         else:
-            grad = grad.data if isinstance(grad, Tensor) else grad
+            grad = _lift(grad, self, "backward").data
             if tuple(grad.shape) != self.shape:
                 raise ValueError(f"backward(): grad has shape {tuple(grad.shape)}, tensor has {self.shape}")
         if not self.requires_grad:
@@ -169,14 +177,18 @@ class Tensor:
 
     def __matmul__(self, other):
         a, b = _pair(self, other, "matmul", broadcast=False)
+        if a.ndim == 0 or b.ndim == 0:
+            raise ValueError(f"matmul: shapes {a.shape} and {b.shape}: a 0-d operand has no matrix axes; use *")
+        inner = b.shape[-2] if b.ndim > 1 else b.shape[0]
+        if a.shape[-1] != inner:
+            raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not fit ({a.shape[-1]} != {inner})")
+        broadcast_shapes(a.shape[:-2], b.shape[:-2], f"matmul of {a.shape} and {b.shape}, batch axes")
         if b.ndim == 1:  # a vector on the right: a one-column matrix, column dropped after
             out = a @ b.reshape(-1, 1)
             return out.reshape(*out.shape[:-1])
         if a.ndim == 1:  # a vector on the left: a one-row matrix, row dropped after
             out = a.reshape(1, -1) @ b
             return out.reshape(*out.shape[:-2], out.shape[-1])
-        if a.shape[-1] != b.shape[-2]:
-            raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not fit ({a.shape[-1]} != {b.shape[-2]})")
         xp = backend.xp()
 
         def backward(g):  # C = AB: dA = g B^T, dB = A^T g (summed over broadcast batch axes)
@@ -215,7 +227,7 @@ class Tensor:
     # --- reductions and shape changes --------------------------------------
     def sum(self, axis=None, keepdims=False):
         xp = backend.xp()
-        axes = _axes(axis, self.ndim)
+        axes = _axes(axis, self.ndim, "sum")
         kept = tuple(1 if i in axes else n for i, n in enumerate(self.shape))
 
         def backward(g):  # every summed element gets the same gradient
@@ -224,7 +236,7 @@ class Tensor:
         return _op(xp.sum(self.data, axis=axes, keepdims=keepdims), (self,), backward, "sum")
 
     def mean(self, axis=None, keepdims=False):
-        count = int(np.prod([self.shape[i] for i in _axes(axis, self.ndim)]))
+        count = int(np.prod([self.shape[i] for i in _axes(axis, self.ndim, "mean")]))
         return self.sum(axis, keepdims) / count
 
     def reshape(self, *shape):
@@ -249,6 +261,8 @@ class Tensor:
         key = key if isinstance(key, tuple) else (key,)
         if not all(k is Ellipsis or isinstance(k, (int, slice)) for k in key):
             raise TypeError(f"Tensor[...]: only basic indexing (ints, slices, ...) is supported, got {key!r}")
+        if sum(k is not Ellipsis for k in key) > self.ndim:
+            raise IndexError(f"Tensor[...]: {key!r} indexes more axes than the {self.ndim} of shape {self.shape}")
         if not any(k is Ellipsis for k in key):
             key = key + (Ellipsis,)  # the array API wants every axis spelled out
         xp = backend.xp()
@@ -293,8 +307,8 @@ def _lift(x, like: Tensor, op: str) -> Tensor:
         if x._backend != like._backend:
             raise TypeError(f"{op}: mixing tensors from backends {like._backend!r} and {x._backend!r}")
         return x
-    if isinstance(x, (int, float)):
-        return Tensor(backend.asarray(x, dtype=like.dtype))
+    if isinstance(x, numbers.Real):  # a Python or NumPy number takes the tensor's dtype
+        return Tensor(backend.full((), float(x), like.dtype))
     if backend.is_array(x):
         return Tensor(x)
     raise TypeError(
@@ -332,28 +346,34 @@ def _sum_to(g, shape):
     return xp.sum(g, axis=stretched, keepdims=True) if stretched else g
 
 
-def _axes(axis, ndim) -> tuple:
+def _axes(axis, ndim, op: str) -> tuple:
+    """`axis` (None, an int or a tuple, negatives allowed) as a tuple of axes in range(ndim)."""
     if axis is None:
         return tuple(range(ndim))
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    if any(not -ndim <= a < ndim for a in axes):
+        raise ValueError(f"{op}: axis {axis} is out of range for a tensor with {ndim} axes")
     return tuple(a % ndim for a in axes)
 
 
 def _float_array(data, dtype):
     """A floating-point array on the current device.
 
-    A floating array keeps its dtype; numbers, lists and integer arrays become
-    float32; ``dtype="float32"|"float64"`` forces one.
+    A float32/float64 array keeps its dtype; numbers, lists and integer arrays become
+    float32; ``dtype="float32"|"float64"`` forces one. Data from the host, another
+    backend or another device is moved here: the one explicit door onto the device.
     """
-    xp = backend.xp()
-    if dtype is not None:
-        if str(dtype) not in ("float32", "float64"):
-            raise TypeError(f"Tensor: dtype must be 'float32' or 'float64', got {dtype!r}")
-        dtype = backend.dtype(str(dtype))
-    if backend.is_array(data):
-        if dtype is None and not xp.isdtype(data.dtype, "real floating"):
-            dtype = xp.float32
-        return data if dtype is None or data.dtype == dtype else xp.astype(data, dtype)
-    if isinstance(data, np.ndarray) and data.dtype.kind == "f" and dtype is None:
-        dtype = backend.dtype(data.dtype.name)
-    return backend.asarray(data, dtype=dtype or xp.float32)
+    if dtype is None:
+        dtype = _float_name(getattr(data, "dtype", None)) or "float32"
+    elif _float_name(dtype) is None:
+        raise TypeError(f"Tensor: dtype must be 'float32' or 'float64', got {dtype!r}")
+    dtype = backend.dtype(_float_name(dtype))
+    if not backend.is_array(data):
+        data = backend.asarray(backend.to_numpy(data) if hasattr(data, "dtype") else data, dtype=dtype)
+    return data if data.dtype == dtype else backend.xp().astype(data, dtype)
+
+
+def _float_name(dtype):
+    """'float32' or 'float64' for such a dtype of any backend (or its name), else None."""
+    name = str(dtype).split(".")[-1]
+    return name if name in ("float32", "float64") else None
