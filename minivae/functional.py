@@ -10,7 +10,7 @@ says why (sigmoid, softplus, log_sigmoid, logsumexp).
 from __future__ import annotations
 
 from . import backend
-from .tensor import Tensor, _lift, _op, _sum_to, as_tensor, broadcast_shapes
+from .tensor import Tensor, _axes, _lift, _op, _sum_to, as_tensor, broadcast_shapes
 
 
 def _xp():
@@ -92,18 +92,19 @@ def log_sigmoid(x):
 
 
 def logsumexp(x, axis=-1, keepdims=False):
-    """log(sum(exp(x))) over `axis`, shifted by the maximum so exp never overflows."""
+    """log(sum(exp(x))) over `axis` (an int, a tuple or None for all), shifted by the
+    maximum so exp never overflows."""
     x = as_tensor(x)
     xp = _xp()
-    m = xp.max(x.data, axis=axis, keepdims=True)
+    axes = _axes(axis, x.ndim, "logsumexp")
+    m = xp.max(x.data, axis=axes, keepdims=True)
     m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))  # an all -inf row stays -inf, not NaN
-    kept = xp.log(xp.sum(xp.exp(x.data - m), axis=axis, keepdims=True)) + m
+    kept = xp.log(xp.sum(xp.exp(x.data - m), axis=axes, keepdims=True)) + m
 
     def backward(g):  # d/dx_i = exp(x_i - logsumexp) = softmax(x)_i
-        g = g if keepdims else xp.expand_dims(g, axis=axis)
-        return (g * xp.exp(x.data - kept),)
+        return (xp.reshape(g, kept.shape) * xp.exp(x.data - kept),)
 
-    out = kept if keepdims else xp.squeeze(kept, axis=axis)
+    out = kept if keepdims else xp.reshape(kept, tuple(n for i, n in enumerate(x.shape) if i not in axes))
     return _op(out, (x,), backward, "logsumexp")
 
 
@@ -140,23 +141,28 @@ def where(condition, a, b):
     a = as_tensor(a)
     b = _lift(b, a, "where")
     condition = condition.data if isinstance(condition, Tensor) else condition
-    shape = broadcast_shapes(broadcast_shapes(a.shape, b.shape, "where"), tuple(condition.shape), "where")
+    broadcast_shapes(broadcast_shapes(a.shape, b.shape, "where"), tuple(condition.shape), "where")
     xp = _xp()
 
     def backward(g):
         zero = xp.zeros_like(g)
         return _sum_to(xp.where(condition, g, zero), a.shape), _sum_to(xp.where(condition, zero, g), b.shape)
 
-    out = xp.where(condition, a.data, b.data)
-    return _op(xp.broadcast_to(out, shape), (a, b), backward, "where")
+    return _op(xp.where(condition, a.data, b.data), (a, b), backward, "where")
 
 
 # --- joining and splitting ---------------------------------------------------
 
 
+def _same_backend(tensors, op):
+    """The inputs as Tensors, refusing a mix of backends (checked against the first)."""
+    first = as_tensor(tensors[0])
+    return [first] + [_lift(t, first, op) for t in tensors[1:]]
+
+
 def concatenate(tensors, axis=0):
     """Join along an existing axis; backward hands each input its slice of g."""
-    tensors = [as_tensor(t) for t in tensors]
+    tensors = _same_backend(tensors, "concatenate")
     xp = _xp()
     axis = axis % tensors[0].ndim
     for t in tensors[1:]:
@@ -179,7 +185,7 @@ def concatenate(tensors, axis=0):
 
 def stack(tensors, axis=0):
     """Join along a new axis; backward hands input i the i-th slice of g."""
-    tensors = [as_tensor(t) for t in tensors]
+    tensors = _same_backend(tensors, "stack")
     if len({t.shape for t in tensors}) != 1:
         raise ValueError(f"stack: all shapes must be equal, got {[t.shape for t in tensors]}")
     xp = _xp()
