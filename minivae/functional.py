@@ -99,10 +99,12 @@ def logsumexp(x, axis=-1, keepdims=False):
     axes = _axes(axis, x.ndim, "logsumexp")
     m = xp.max(x.data, axis=axes, keepdims=True)
     m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))  # an all -inf row stays -inf, not NaN
-    kept = xp.log(xp.sum(xp.exp(x.data - m), axis=axes, keepdims=True)) + m
+    shifted = xp.exp(x.data - m)
+    total = xp.sum(shifted, axis=axes, keepdims=True)
+    kept = xp.log(total) + m
 
-    def backward(g):  # d/dx_i = exp(x_i - logsumexp) = softmax(x)_i
-        return (xp.reshape(g, kept.shape) * xp.exp(x.data - kept),)
+    def backward(g):  # d/dx_i = softmax(x)_i, as shifted / total: exp(x_i - logsumexp) would
+        return (xp.reshape(g, kept.shape) * (shifted / total),)  # lose digits when logsumexp is large
 
     out = kept if keepdims else xp.reshape(kept, tuple(n for i, n in enumerate(x.shape) if i not in axes))
     return _op(out, (x,), backward, "logsumexp")
