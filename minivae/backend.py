@@ -173,7 +173,8 @@ def normal(shape, dtype) -> "array":
 
 
 def uniform(shape, dtype, low=0.0, high=1.0):
-    """Uniform draws on [low, high) of `shape` in `dtype`, on the current device."""
+    """Uniform draws between `low` and `high` of `shape` in `dtype`, on the current device.
+    (Drawn on [low, high) in float64; rounding to float32 can give `high` itself.)"""
     b = _current
     if b.name == "cupy":
         return b._rng.uniform(low, high, shape).astype(dtype)
