@@ -1,0 +1,146 @@
+"""The backend: choosing it, the errors when CuPy cannot run, where arrays are put,
+the explicit way back to the host, and the seeded random numbers."""
+import os
+import subprocess
+import sys
+import types
+
+import array_api_strict
+import numpy as np
+import pytest
+
+import minivae
+from minivae import Tensor, backend
+from minivae.backend import Backend, BackendError
+
+
+def test_set_get_and_use_backend():
+    start = backend.get_backend().name
+    with minivae.use_backend("numpy"):
+        assert backend.xp() is np
+        with minivae.use_backend("strict") as b:
+            assert b is backend.get_backend() and backend.xp() is array_api_strict
+        assert backend.get_backend().name == "numpy"
+        minivae.set_backend("strict")
+        assert backend.get_backend().name == "strict"
+    assert backend.get_backend().name == start  # use_backend restores what was there before
+    with pytest.raises(ZeroDivisionError):
+        with minivae.use_backend("numpy" if start == "strict" else "strict"):
+            1 / 0
+    assert backend.get_backend().name == start  # also after an exception
+
+
+def test_unknown_backend_names_the_choices():
+    start = backend.get_backend()
+    with pytest.raises(BackendError, match="unknown backend 'jax'; expected one of numpy, cupy, strict"):
+        minivae.set_backend("jax")
+    assert backend.get_backend() is start  # a failed switch changes nothing
+
+
+@pytest.mark.backends("numpy")  # starts a fresh interpreter: once is enough
+def test_environment_variable_chooses_the_backend_at_import():
+    env = dict(os.environ, MINIVAE_BACKEND="strict")
+    out = subprocess.run([sys.executable, "-c", "import minivae; print(minivae.get_backend().name)"],
+                         env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "strict"
+
+
+def test_cupy_missing_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # `import cupy` now raises ImportError
+    start = backend.get_backend()
+    with pytest.raises(BackendError, match=r"backend 'cupy' needs CuPy, which is not installed; "
+                                           r"install it with `pip install minivae\[gpu\]`"):
+        minivae.set_backend("cupy")
+    assert backend.get_backend() is start
+
+
+@pytest.mark.parametrize("get_device_count, why", [
+    (lambda: 0, "no CUDA device; check"),
+    (lambda: (_ for _ in ()).throw(RuntimeError("cudaErrorNoDevice")),
+     r"no CUDA device \(RuntimeError: cudaErrorNoDevice\); check"),
+])
+def test_cupy_without_a_gpu_says_so(monkeypatch, get_device_count, why):
+    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(
+        getDeviceCount=get_device_count)))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    with pytest.raises(BackendError, match=rf"backend 'cupy': CuPy is installed but finds {why} the NVIDIA "
+                                           r"driver with `nvidia-smi`, or use backend 'numpy'"):
+        Backend("cupy")
+
+
+def test_arrays_are_made_on_the_backend_device():
+    f32 = backend.dtype("float32")
+    made = [backend.asarray([1.0, 2.0], dtype=f32), backend.asarray(np.ones(2)), backend.full((2, 3), 0.5, f32),
+            backend.normal((2,), f32), backend.uniform((2,), f32), Tensor([1.0]).data]
+    for a in made:
+        assert backend.is_array(a)
+        if backend.get_backend().name == "strict":
+            assert a.device == array_api_strict.Device("device1")
+
+
+def test_is_array_accepts_only_the_current_backends_arrays():
+    native = backend.asarray([1.0])
+    on_numpy = backend.get_backend().name == "numpy"
+    assert backend.is_array(native)
+    assert backend.is_array(np.ones(2)) == on_numpy
+    assert not backend.is_array(np.float64(1.0)) and not backend.is_array([1.0]) and not backend.is_array(Tensor(1.0))
+    assert not backend.is_array(array_api_strict.asarray([1.0], device=array_api_strict.Device("CPU_DEVICE")))
+
+
+def test_to_numpy_is_the_explicit_way_to_the_host():
+    t = Tensor([1.0, 2.0], requires_grad=True)
+    (t * t).sum().backward()
+    for x, expected in [(t, [1.0, 2.0]), (t.data, [1.0, 2.0]), (t.grad, [2.0, 4.0])]:
+        host = minivae.to_numpy(x)
+        assert isinstance(host, np.ndarray)
+        np.testing.assert_array_equal(host, expected)
+    np.testing.assert_array_equal(t.numpy(), [1.0, 2.0])
+    assert minivae.to_numpy(np.float32(2.0)).dtype == np.float32
+
+
+@pytest.mark.backends("strict")  # the point of the stand-in: the device refuses implicit conversion
+def test_strict_refuses_implicit_conversion_to_numpy():
+    t = Tensor([1.0, 2.0])
+    with pytest.raises(RuntimeError, match="Can't convert array"):
+        np.asarray(t.data)
+
+
+def test_dtype_names():
+    for name in ["float32", "float64"]:
+        assert backend.dtype(name) == getattr(backend.xp(), name)
+        assert Tensor([1.0], dtype=name).dtype == backend.dtype(name)
+
+
+# --- seeded random numbers -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("draw", [
+    lambda: backend.normal((3, 4), backend.dtype("float32")),
+    lambda: backend.uniform((5,), backend.dtype("float64"), -2.0, 3.0),
+    lambda: backend.permutation(10),
+])
+def test_seed_and_state_replay_the_same_numbers(draw):
+    backend.seed(7)
+    first = minivae.to_numpy(draw())
+    backend.seed(7)
+    np.testing.assert_array_equal(minivae.to_numpy(draw()), first)
+    state = backend.rng_state()
+    later = minivae.to_numpy(draw())
+    assert not np.array_equal(later, first)  # the stream moves on
+    backend.set_rng_state(state)
+    np.testing.assert_array_equal(minivae.to_numpy(draw()), later)
+
+
+def test_draws_have_the_asked_dtype_shape_and_distribution():
+    n = 100_000
+    for name in ["float32", "float64"]:
+        dtype = backend.dtype(name)
+        z = backend.normal((n,), dtype)
+        u = backend.uniform((n,), dtype, -2.0, 3.0)
+        assert z.dtype == dtype and u.dtype == dtype and z.shape == (n,)
+        z, u = minivae.to_numpy(z), minivae.to_numpy(u)
+        # 5 standard errors: a correct generator fails this about once in 10^6 runs (fixed seed: never)
+        assert abs(z.mean()) < 5 / np.sqrt(n) and abs(z.var() - 1) < 5 * np.sqrt(2 / n)
+        assert u.min() >= -2.0 and u.max() <= 3.0 and abs(u.mean() - 0.5) < 5 * (5 / np.sqrt(12 * n))
+    p = backend.permutation(10)
+    assert isinstance(p, np.ndarray) and sorted(p.tolist()) == list(range(10))
