@@ -23,7 +23,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -70,6 +69,10 @@ class History:
 
     def __len__(self) -> int:
         return len(self.seconds)
+
+    def __getitem__(self, name: str) -> list[float]:
+        """``history["val_loss"]``: one metric's list, as Keras's ``history.history[name]``."""
+        return self.metrics[name]
 
     def best_epoch(self, monitor: str) -> int:
         """The index of the epoch with the lowest `monitor` (the first, at a tie)."""
@@ -276,11 +279,12 @@ def atomic_write_text(path, text: str) -> None:
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    tmp = f"{path}.{os.getpid()}.tmp"  # beside the target: os.replace is atomic only within a file system
     try:
-        with os.fdopen(fd, "w") as f:
+        with open(tmp, "w") as f:
             f.write(text)
         os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
+    except BaseException:  # even Ctrl-C: leave no temporary file behind
+        if os.path.exists(tmp):
+            os.unlink(tmp)
         raise

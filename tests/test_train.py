@@ -49,6 +49,7 @@ class Scalar(Module):
 def test_loss_falls_and_history_records_every_metric():
     _, _, history = _run(epochs=6)
     assert set(history.metrics) == {"loss", "mae", "val_loss", "val_mae"}
+    assert history["val_mae"] is history.metrics["val_mae"]
     assert all(len(v) == 6 for v in history.metrics.values()) and len(history) == 6
     assert history.metrics["loss"][-1] < 0.7 * history.metrics["loss"][0]
     assert history.metrics["val_loss"][-1] < history.metrics["val_loss"][0]
