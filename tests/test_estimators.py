@@ -174,3 +174,37 @@ def test_bad_input_errors():
         score_function_grad(lambda z: z.sum(axis=-1), q_fn, [mu], 1, baseline="mean")
     with pytest.raises(TypeError, match=r"baseline must be None, a number or 'mean', got 'median'"):
         score_function_grad(lambda z: z.sum(axis=-1), q_fn, [mu], 2, baseline="median")
+
+
+# ---------------------------------------------------------------- examples/estimators.py
+
+
+def load_example():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "estimators.py"
+    spec = importlib.util.spec_from_file_location("estimators_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_example_writes_its_figure_and_numbers(tmp_path, capsys):
+    summary = load_example().main(["--out", str(tmp_path), "--seed", "1"])
+    assert (tmp_path / "estimators.png").stat().st_size > 0 and (tmp_path / "variances.json").exists()
+    var, exact = summary["variance"], summary["exact_variance_at_L1"]
+    assert exact["pathwise"] == pytest.approx(4 * summary["sigma"] ** 2)  # Var(2z) = 4 sigma^2
+    for L in ("1", "10", "1000"):
+        assert var["pathwise"][L] < var["score function"][L]
+    assert "score function" in capsys.readouterr().out
+
+
+@pytest.mark.backends("numpy")  # argument parsing touches no arrays
+@pytest.mark.parametrize("argv", [["--seed", "x"], ["--bogus"]])
+def test_example_bad_flags_give_one_line_and_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_example().main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("estimators.py: error:") and "\n" not in err
