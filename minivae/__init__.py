@@ -3,7 +3,7 @@
 Reading order: backend.py, tensor.py, functional.py, gradcheck.py, then nn/,
 optim.py, distributions.py, vae.py (see docs/README.md).
 """
-from .backend import get_backend, seed, set_backend, to_numpy, use_backend
+from .backend import BackendError, get_backend, seed, set_backend, to_numpy, use_backend
 from .functional import (
     abs,
     clip,

@@ -166,9 +166,9 @@ class Tensor:
         return _op(-self.data, (self,), lambda g: (-g,), "negative")
 
     def __pow__(self, p):
-        if not isinstance(p, (int, float)):
+        if not isinstance(p, numbers.Real):
             raise TypeError("Tensor ** p: p must be a Python number; for a tensor exponent use exp(p * log(x))")
-        x = self.data
+        x, p = self.data, float(p)  # a NumPy scalar would not mix with a device array
 
         def backward(g):  # d(x^p)/dx = p x^(p-1)
             return (g * p * x ** (p - 1),)

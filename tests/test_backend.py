@@ -32,6 +32,7 @@ def test_set_get_and_use_backend():
 
 def test_unknown_backend_names_the_choices():
     start = backend.get_backend()
+    assert minivae.BackendError is BackendError
     with pytest.raises(BackendError, match="unknown backend 'jax'; expected one of numpy, cupy, strict"):
         minivae.set_backend("jax")
     assert backend.get_backend() is start  # a failed switch changes nothing

@@ -98,7 +98,7 @@ def test_numpy_array_on_the_left_gives_a_tensor():
 def test_numbers_take_the_tensor_dtype():
     for number in [2, 2.5, np.float64(2.5), np.float32(2.5), True]:
         x = Tensor([1.0], dtype="float32")
-        assert (x * number).dtype == x.dtype and (number - x).dtype == x.dtype
+        assert (x * number).dtype == x.dtype and (number - x).dtype == x.dtype and (x**number).dtype == x.dtype
 
 
 @pytest.mark.parametrize("make", [lambda a, b: a + b, lambda a, b: a @ b, lambda a, b: F.concatenate([a, b]),
@@ -333,6 +333,7 @@ def test_backward_on_a_constant_says_so():
     (lambda t: t[np.array([0, 1])], TypeError, "Tensor[...]: only basic indexing"),
     (lambda t: t[0, 0, 0], IndexError, "Tensor[...]: (0, 0, 0) indexes more axes than the 2 of shape (2, 3)"),
     (lambda t: t ** Tensor(2.0), TypeError, "Tensor ** p: p must be a Python number"),
+    (lambda t: t ** np.ones(2), TypeError, "Tensor ** p: p must be a Python number"),
     (lambda t: len(t.sum()), TypeError, "len() of a 0-d Tensor"),
 ])
 def test_bad_arguments_name_the_op(call, error, message):
