@@ -25,6 +25,8 @@ class Optimizer:
             p.grad = None
 
     def step(self) -> None:
+        """Update every parameter that has a gradient (one with ``grad None`` is left alone;
+        the step count, and so Adam's bias correction, is shared by all)."""
         self.t += 1
         for i, p in enumerate(self.params):
             if p.grad is not None:
@@ -35,22 +37,31 @@ class Optimizer:
         state = {"t": np.asarray(self.t)}
         for key, arrays in self._state().items():
             for i, a in enumerate(arrays):
-                state[f"{key}.{i}"] = backend.to_numpy(a)
+                state[f"{key}.{i}"] = np.array(backend.to_numpy(a))  # a copy, even on NumPy
         return state
 
     def load_state_dict(self, state) -> None:
+        """Restore what state_dict() returned. Everything is checked before anything is
+        written, so a mismatch (another optimiser, another model) leaves this one as it was."""
+        name = type(self).__name__
         own = self._state()
+        expected = {"t"} | {f"{key}.{i}" for key, arrays in own.items() for i in range(len(arrays))}
+        if set(state) != expected:
+            missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+            raise ValueError(
+                f"{name}.load_state_dict: the state does not fit this optimiser "
+                f"(missing {missing[:3]}, unexpected {extra[:3]}; expected {len(expected)} entries)"
+            )
         for key, arrays in own.items():
             for i, a in enumerate(arrays):
-                saved = state.get(f"{key}.{i}")
-                if saved is None or tuple(saved.shape) != tuple(a.shape):
+                if tuple(state[f"{key}.{i}"].shape) != tuple(a.shape):
                     raise ValueError(
-                        f"{type(self).__name__}.load_state_dict: state {key}.{i} missing or of the wrong shape "
-                        f"(expected {tuple(a.shape)})"
+                        f"{name}.load_state_dict: state {key}.{i} has shape {tuple(state[f'{key}.{i}'].shape)}, "
+                        f"the parameter it belongs to has {tuple(a.shape)}"
                     )
         for key, arrays in own.items():
             for i, a in enumerate(arrays):
-                arrays[i] = backend.asarray(np.asarray(state[f"{key}.{i}"]), dtype=a.dtype)
+                arrays[i] = backend.asarray(np.array(state[f"{key}.{i}"]), dtype=a.dtype)
         self.t = int(state["t"])
 
 

@@ -21,9 +21,13 @@ from ..tensor import Tensor, no_grad
 
 class Module:
     training = True
+    _calls = None  # while summary() runs: the (module, output) of every call, in order
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        out = self.forward(*args, **kwargs)
+        if Module._calls is not None:
+            Module._calls.append((self, out))
+        return out
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
@@ -46,6 +50,17 @@ class Module:
 
     def count_params(self) -> int:
         return sum(p.size for p in self.parameters())
+
+    def named_modules(self, prefix: str = ""):
+        """Yield ``(dotted_name, module)`` for this module and every module inside it."""
+        yield prefix.rstrip("."), self
+        for name, value in vars(self).items():
+            if isinstance(value, Module):
+                yield from value.named_modules(f"{prefix}{name}.")
+            elif isinstance(value, (list, tuple)):
+                for i, item in enumerate(value):
+                    if isinstance(item, Module):
+                        yield from item.named_modules(f"{prefix}{name}.{i}.")
 
     def children(self):
         for value in vars(self).values():
@@ -70,17 +85,44 @@ class Module:
     def build(self, input_shape, dtype="float32") -> tuple:
         """Create the weights by running the model once on zeros of shape (1, *input_shape).
 
-        Returns the output shape without the batch axis.
+        Returns the output shape without the batch axis (a tuple of them for a model
+        with several outputs).
         """
         x = Tensor(backend.full((1, *input_shape), 0.0, backend.dtype(dtype)))
         with no_grad():
             out = self(x)
+        if isinstance(out, (tuple, list)):
+            return tuple(tuple(o.shape[1:]) for o in out)
         return tuple(out.shape[1:])
+
+    def summary(self, input_shape, dtype="float32", print_fn=print) -> None:
+        """Print a table of the layers (the innermost modules, in the order they run) with
+        their output shapes and parameter counts, as Keras's ``model.summary()`` does.
+
+        Builds the model on zeros of shape (1, *input_shape) if it has no weights yet.
+        """
+        names = {id(m): name for name, m in self.named_modules()}
+        Module._calls = calls = []
+        try:
+            self.build(input_shape, dtype)
+        finally:
+            Module._calls = None
+        rows = [("Layer (type)", "Output Shape", "Param #")]
+        for m, out in calls:
+            if next(m.children(), None) is None:  # a layer, not a container of layers
+                rows.append((f"{names.get(id(m), '?')} ({type(m).__name__})", _shape_text(out), f"{m.count_params():,}"))
+        widths = [max(len(row[i]) for row in rows) + 2 for i in range(3)]
+        text = ["".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+        rule = "-" * sum(widths)
+        for line in (f'Model: "{type(self).__name__}"', rule, text[0], rule, *text[1:], rule,
+                     f"Total params: {self.count_params():,}"):
+            print_fn(line)
 
     # --- saving and loading --------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Host copies of all parameters, by name."""
-        return {name: p.numpy() for name, p in self.named_parameters()}
+        """Host copies of all parameters, by name (copies even on NumPy, so a snapshot
+        taken mid-training stays as it was)."""
+        return {name: np.array(p.numpy()) for name, p in self.named_parameters()}
 
     def load_state_dict(self, arrays) -> None:
         """Load parameters by name. Everything is checked before anything is written,
@@ -103,7 +145,7 @@ class Module:
         if extra:
             raise ValueError(f"load_weights: the file has weights the model lacks, first {extra[0]!r}")
         for name, p in params.items():
-            p.data = backend.asarray(np.asarray(arrays[name]), dtype=p.dtype)
+            p.data = backend.asarray(np.array(arrays[name]), dtype=p.dtype)  # a copy: the model owns it
 
     def save_weights(self, path) -> None:
         """Write all parameters to an ``.npz`` file, atomically (temporary file, then rename)."""
@@ -112,6 +154,13 @@ class Module:
     def load_weights(self, path) -> None:
         with np.load(path, allow_pickle=False) as f:
             self.load_state_dict({k: f[k] for k in f.files})
+
+
+def _shape_text(out) -> str:
+    """Keras's way of writing an output shape: the batch axis as None."""
+    if isinstance(out, (tuple, list)):
+        return "[" + ", ".join(_shape_text(o) for o in out) + "]"
+    return "(" + ", ".join(["None", *map(str, out.shape[1:])]) + ")"
 
 
 def save_npz(path, arrays: dict) -> None:
@@ -124,6 +173,8 @@ def save_npz(path, arrays: dict) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on disk before the name points at them
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

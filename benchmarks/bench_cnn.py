@@ -1,0 +1,102 @@
+"""Time one forward + backward of the lecture's CNN autoencoder, minivae beside PyTorch CPU.
+
+The model is the lecture's (Fashion-MNIST, 28x28x1): encoder Conv2D 16 5x5 relu,
+MaxPool 2, Conv2D 8 5x5 relu, Flatten, Dense 64 relu, Dense 2; decoder Dense 64
+relu, Dense 512 relu, Reshape (8, 8, 8), Conv2DTranspose 16 5x5 relu, UpSampling 2,
+Conv2DTranspose 1 5x5 sigmoid; binary cross-entropy, batch 64, float32.
+Both run in this process, each on 2 threads, on the same random images.
+
+    nice python benchmarks/bench_cnn.py [--repeats 30] [--batch 64] [--backend numpy]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+import minivae
+from minivae import backend, nn
+from minivae import functional as F
+from minivae.tensor import Tensor
+
+
+def minivae_autoencoder():
+    encoder = nn.Sequential([
+        nn.Conv2D(16, 5, activation="relu"), nn.MaxPool2D(2), nn.Conv2D(8, 5, activation="relu"),
+        nn.Flatten(), nn.Dense(64, activation="relu"), nn.Dense(2),
+    ])
+    decoder = nn.Sequential([
+        nn.Dense(64, activation="relu"), nn.Dense(512, activation="relu"), nn.Reshape((8, 8, 8)),
+        nn.Conv2DTranspose(16, 5, activation="relu"), nn.UpSampling2D(2), nn.Conv2DTranspose(1, 5, activation="sigmoid"),
+    ])
+    return nn.Sequential([encoder, decoder])
+
+
+def bce(p: Tensor, x: Tensor) -> Tensor:
+    """Binary cross-entropy of images x under pixel probabilities p, clipped as Keras does."""
+    p = F.clip(p, 1e-7, 1 - 1e-7)
+    return -(x * F.log(p) + (1 - x) * F.log(1 - p)).mean()
+
+
+def time_minivae(images: np.ndarray, repeats: int) -> list[float]:
+    model = minivae_autoencoder()
+    x = Tensor(backend.asarray(images))
+    model.build(images.shape[1:])
+    times = []
+    for _ in range(repeats + 3):  # 3 warm-up steps
+        start = time.perf_counter()
+        model.zero_grad()
+        bce(model(x), x).backward()
+        _ = backend.to_numpy(model.parameters()[0].grad)  # wait for the device (CuPy is asynchronous)
+        times.append(time.perf_counter() - start)
+    return times[3:]
+
+
+def time_torch(images: np.ndarray, repeats: int) -> list[float]:
+    import torch
+    from torch import nn as tnn
+
+    torch.set_num_threads(2)
+    model = tnn.Sequential(
+        tnn.Conv2d(1, 16, 5), tnn.ReLU(), tnn.MaxPool2d(2), tnn.Conv2d(16, 8, 5), tnn.ReLU(),
+        tnn.Flatten(), tnn.Linear(512, 64), tnn.ReLU(), tnn.Linear(64, 2),
+        tnn.Linear(2, 64), tnn.ReLU(), tnn.Linear(64, 512), tnn.ReLU(), tnn.Unflatten(1, (8, 8, 8)),
+        tnn.ConvTranspose2d(8, 16, 5), tnn.ReLU(), tnn.Upsample(scale_factor=2, mode="nearest"),
+        tnn.ConvTranspose2d(16, 1, 5), tnn.Sigmoid(),
+    )
+    x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))  # NHWC -> NCHW
+    loss_fn = tnn.BCELoss()
+    times = []
+    for _ in range(repeats + 3):
+        start = time.perf_counter()
+        model.zero_grad()
+        loss_fn(model(x), x).backward()
+        times.append(time.perf_counter() - start)
+    return times[3:]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--backend", default="numpy")
+    args = parser.parse_args()
+
+    minivae.set_backend(args.backend)
+    minivae.seed(0)
+    images = np.random.default_rng(0).uniform(0, 1, (args.batch, 28, 28, 1)).astype(np.float32)
+    ours = statistics.median(time_minivae(images, args.repeats))
+    print(f"minivae ({args.backend}) forward+backward, batch {args.batch}: median {ours * 1e3:.1f} ms")
+    try:
+        theirs = statistics.median(time_torch(images, args.repeats))
+    except ImportError:
+        print("PyTorch is not installed: no comparison")
+        return
+    print(f"PyTorch CPU (2 threads)   forward+backward, batch {args.batch}: median {theirs * 1e3:.1f} ms")
+    print(f"ratio minivae / PyTorch: {ours / theirs:.2f}")
+
+
+if __name__ == "__main__":
+    main()

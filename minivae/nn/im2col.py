@@ -1,0 +1,120 @@
+"""Convolution as one matrix product: gather patches (im2col), scatter them back (col2im).
+
+A 2-D convolution slides a (kh, kw) window over the image and, at each output
+pixel, takes the dot product of the window's kh*kw*C numbers with each filter.
+Written as loops that is slow; written as a matrix product it is one call to BLAS:
+
+1. **im2col** (gather): copy every window into one row of a matrix. For an input
+   (N, H, W, C) and oh x ow windows, the rows are the N*oh*ow windows and the
+   columns their kh*kw*C numbers. The loop below runs over the kh*kw *offsets*
+   (i, j) of the window, not over the pixels: the (i, j)-th number of every
+   window at once is the strided slice ``x[:, i : i + s*oh : s, j : j + s*ow : s, :]``.
+2. **matmul**: (N*oh*ow, kh*kw*C) @ (kh*kw*C, F) gives all F filters at every
+   output pixel; reshaped, that is the output (N, oh, ow, F).
+3. **col2im** (scatter) undoes the gather's bookkeeping: each row goes back to
+   where its window came from, and where windows overlap their numbers are
+   *added*. It is the same loop over offsets, with ``+=`` instead of a copy.
+
+Gather and scatter are each other's adjoint (transpose): <im2col(x), c> =
+<x, col2im(c)> for any x and c. That is why one pair serves everything:
+
+* conv backward to its input        = col2im of (g @ kernel^T)
+* conv-transpose forward            = col2im of (x @ kernel^T)  (the conv's backward)
+* conv-transpose backward to input  = im2col of g, then @ kernel (a conv)
+* max pooling                       = im2col, then a max over each window
+
+Only slicing, stack, reshape and ``+=`` into slices are used: all in the Array
+API standard, so the same code runs on NumPy, CuPy and array_api_strict.
+
+Sizes follow Keras (and TensorFlow):
+
+* ``valid``: no padding, oh = floor((H - kh) / s) + 1 (windows that would stick
+  out are dropped).
+* ``same``: oh = ceil(H / s); the total padding ``max((oh - 1) s + kh - H, 0)`` is
+  split with the smaller half on top/left and the extra row/column at the
+  bottom/right.
+* transposed convolution (``output_padding=None``): ``valid`` gives
+  H s + max(kh - s, 0), ``same`` gives H s (Keras's deconv_output_length).
+"""
+from __future__ import annotations
+
+from .. import backend
+
+PADDINGS = ("valid", "same")
+
+
+def conv_output_length(n: int, k: int, s: int, padding: str) -> int:
+    """Output length of a convolution (or pooling) over length n, window k, stride s."""
+    if padding == "same":
+        return -(-n // s)  # ceil(n / s)
+    return (n - k) // s + 1
+
+
+def deconv_output_length(n: int, k: int, s: int, padding: str) -> int:
+    """Output length of a transposed convolution, as Keras computes it without output_padding."""
+    if padding == "same":
+        return n * s
+    return n * s + max(k - s, 0)
+
+
+def padding_amounts(n: int, k: int, s: int, padding: str) -> tuple[int, int]:
+    """(before, after) padding of a length-n axis; with ``same`` the odd one goes after."""
+    if padding != "same":
+        return (0, 0)
+    total = max((conv_output_length(n, k, s, "same") - 1) * s + k - n, 0)
+    return (total // 2, total - total // 2)
+
+
+def pad2d(x, pads, value=0.0):
+    """Pad the two spatial axes of (N, H, W, C): pads = ((top, bottom), (left, right))."""
+    (top, bottom), (left, right) = pads
+    if top == bottom == left == right == 0:
+        return x
+    n, h, w, c = x.shape
+    out = backend.full((n, top + h + bottom, left + w + right, c), value, x.dtype)
+    out[:, top : top + h, left : left + w, :] = x
+    return out
+
+
+def crop2d(x, pads):
+    """The inverse of pad2d: cut the padding off again."""
+    (top, bottom), (left, right) = pads
+    _, h, w, _ = x.shape
+    return x[:, top : h - bottom, left : w - right, :]
+
+
+def window_offsets(kernel_size, strides, out_size):
+    """Yield, for each kernel offset (i, j) in row-major order, the index key that picks
+    the (i, j)-th number of every window at once: ``x[key]`` has shape (N, oh, ow, C).
+
+    This loop over the kh*kw offsets (instead of over the oh*ow windows) is the whole
+    trick: each step is one strided slice, a few large array operations in all.
+    """
+    (kh, kw), (sh, sw), (oh, ow) = kernel_size, strides, out_size
+    for i in range(kh):
+        for j in range(kw):
+            yield (slice(None), slice(i, i + sh * (oh - 1) + 1, sh), slice(j, j + sw * (ow - 1) + 1, sw), slice(None))
+
+
+def im2col(x, kernel_size, strides, out_size):
+    """Gather the windows of a (padded) image x (N, H, W, C) into (N, oh, ow, kh*kw, C).
+
+    Entry [n, a, b, i*kw + j, c] is x[n, a*sh + i, b*sw + j, c]: window (a, b), offset (i, j).
+    Reshaped to (N*oh*ow, kh*kw*C), each row is one window, in the order of a
+    Keras kernel (kh, kw, C, F) reshaped to (kh*kw*C, F).
+    """
+    offsets = [x[key] for key in window_offsets(kernel_size, strides, out_size)]
+    return backend.xp().stack(offsets, axis=3)
+
+
+def col2im(cols, image_size, kernel_size, strides):
+    """Scatter windows (N, oh, ow, kh*kw, C) back into an image (N, H, W, C), adding overlaps.
+
+    The adjoint of im2col: the same loop over offsets, writing with ``+=``.
+    Pixels no window covers (the rows ``valid`` drops) stay zero.
+    """
+    n, oh, ow, _, c = cols.shape
+    out = backend.full((n, *image_size, c), 0.0, cols.dtype)
+    for k, key in enumerate(window_offsets(kernel_size, strides, (oh, ow))):
+        out[key] += cols[:, :, :, k, :]
+    return out
