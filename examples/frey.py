@@ -99,9 +99,9 @@ def main(argv=None) -> dict:
         raise ValueError(f"training stopped before its first epoch finished: {history.stopped}")
 
     # --- 7. Evaluation: the ELBO and the importance-sampled log p(x) on validation ------------
-    vae.eval()
+    backend.seed(args.seed)  # the same draws however training got here, fresh or resumed
     final = train.evaluate(vae, loss_fn, x_val, batch_size=args.batch_size)
-    val_log_px = float(np.mean(np.concatenate([
+    val_log_px = float(np.mean(np.concatenate([  # 100 images at a time, so K draws of each fit in memory
         backend.to_numpy(vae.log_marginal(train.to_device(x_val[i:i + 100]), samples=args.log_px_samples))
         for i in range(0, len(x_val), 100)
     ])))
@@ -120,7 +120,9 @@ def main(argv=None) -> dict:
     train.atomic_write_text(os.path.join(args.out, "history.csv"), history.to_csv())
 
     # --- 8. Plots ------------------------------------------------------------------------------
-    out = lambda name: os.path.join(args.out, name)  # noqa: E731
+    def out(name):
+        return os.path.join(args.out, name)
+
     plots.learning_curves(history.metrics, out("learning_curves.png"), title="Frey Face VAE (-ELBO = nll + kl)")
     plots.image_grid(vae.sample(40).numpy(), out("samples.png"), title="decoded means of draws from the prior")
     with no_grad():

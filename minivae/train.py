@@ -131,12 +131,13 @@ def _batches(order: np.ndarray, batch_size: int):
 
 
 def _validation_sums(model, loss_fn, x: np.ndarray, batch_size: int, prefix: str) -> _Sums:
+    was_training = model.training
     model.eval()
     sums = _Sums(prefix)
     with no_grad():
         for idx in _batches(np.arange(len(x)), batch_size):
             sums.add(loss_fn(to_device(x[idx])), len(idx))
-    model.train()
+    model.train(was_training)
     return sums
 
 
