@@ -4,7 +4,8 @@ The model is the lecture's (Fashion-MNIST, 28x28x1): encoder Conv2D 16 5x5 relu,
 MaxPool 2, Conv2D 8 5x5 relu, Flatten, Dense 64 relu, Dense 2; decoder Dense 64
 relu, Dense 512 relu, Reshape (8, 8, 8), Conv2DTranspose 16 5x5 relu, UpSampling 2,
 Conv2DTranspose 1 5x5 sigmoid; binary cross-entropy, batch 64, float32.
-Both run in this process, each on 2 threads, on the same random images.
+Both run in this process, each on 2 threads, on the same random images, in
+alternating rounds.
 
     nice python benchmarks/bench_cnn.py [--repeats 30] [--batch 64] [--backend numpy]
 """
@@ -40,21 +41,22 @@ def bce(p: Tensor, x: Tensor) -> Tensor:
     return -(x * F.log(p) + (1 - x) * F.log(1 - p)).mean()
 
 
-def time_minivae(images: np.ndarray, repeats: int) -> list[float]:
+def minivae_step(images: np.ndarray):
+    """A function running one forward + backward of the lecture's autoencoder in minivae."""
     model = minivae_autoencoder()
-    x = Tensor(backend.asarray(images))
     model.build(images.shape[1:])
-    times = []
-    for _ in range(repeats + 3):  # 3 warm-up steps
-        start = time.perf_counter()
+    x = Tensor(backend.asarray(images))
+
+    def step():
         model.zero_grad()
         bce(model(x), x).backward()
-        _ = backend.to_numpy(model.parameters()[0].grad)  # wait for the device (CuPy is asynchronous)
-        times.append(time.perf_counter() - start)
-    return times[3:]
+        backend.to_numpy(model.parameters()[0].grad)  # waits for the device (CuPy is asynchronous)
+
+    return step
 
 
-def time_torch(images: np.ndarray, repeats: int) -> list[float]:
+def torch_step(images: np.ndarray):
+    """The same model, loss and batch in PyTorch (NCHW, so the images are transposed)."""
     import torch
     from torch import nn as tnn
 
@@ -66,15 +68,20 @@ def time_torch(images: np.ndarray, repeats: int) -> list[float]:
         tnn.ConvTranspose2d(8, 16, 5), tnn.ReLU(), tnn.Upsample(scale_factor=2, mode="nearest"),
         tnn.ConvTranspose2d(16, 1, 5), tnn.Sigmoid(),
     )
-    x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))  # NHWC -> NCHW
+    x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
     loss_fn = tnn.BCELoss()
-    times = []
-    for _ in range(repeats + 3):
-        start = time.perf_counter()
+
+    def step():
         model.zero_grad()
         loss_fn(model(x), x).backward()
-        times.append(time.perf_counter() - start)
-    return times[3:]
+
+    return step
+
+
+def timed(step) -> float:
+    start = time.perf_counter()
+    step()
+    return time.perf_counter() - start
 
 
 def main():
@@ -87,15 +94,24 @@ def main():
     minivae.set_backend(args.backend)
     minivae.seed(0)
     images = np.random.default_rng(0).uniform(0, 1, (args.batch, 28, 28, 1)).astype(np.float32)
-    ours = statistics.median(time_minivae(images, args.repeats))
-    print(f"minivae ({args.backend}) forward+backward, batch {args.batch}: median {ours * 1e3:.1f} ms")
+    steps = {f"minivae ({args.backend})": minivae_step(images)}
     try:
-        theirs = statistics.median(time_torch(images, args.repeats))
+        steps["PyTorch CPU (2 threads)"] = torch_step(images)
     except ImportError:
-        print("PyTorch is not installed: no comparison")
-        return
-    print(f"PyTorch CPU (2 threads)   forward+backward, batch {args.batch}: median {theirs * 1e3:.1f} ms")
-    print(f"ratio minivae / PyTorch: {ours / theirs:.2f}")
+        print("PyTorch is not installed: minivae alone")
+    # Rounds alternate between the two, so a machine shared with other jobs slows both alike.
+    times = {name: [] for name in steps}
+    for round in range(args.repeats + 3):
+        for name, step in steps.items():
+            t = timed(step)
+            if round >= 3:  # the first 3 rounds warm up
+                times[name].append(t)
+    for name, ts in times.items():
+        print(f"{name:<24} forward+backward, batch {args.batch}: median {statistics.median(ts) * 1e3:6.1f} ms"
+              f"  (min {min(ts) * 1e3:.1f}, {args.repeats} rounds)")
+    if len(times) == 2:
+        ours, theirs = (statistics.median(ts) for ts in times.values())
+        print(f"ratio of medians, minivae / PyTorch: {ours / theirs:.2f}")
 
 
 if __name__ == "__main__":

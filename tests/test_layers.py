@@ -154,7 +154,7 @@ def test_transposed_length_is_a_length_the_convolution_maps_back(h, k, s, paddin
 
 def test_same_padding_puts_the_extra_row_and_column_at_the_bottom_right():
     x = np.arange(16.0).reshape(1, 4, 4, 1)
-    out = conv2d(f64(x), f64(np.ones((2, 2, 1, 1))), (1, 1), "same").numpy()
+    out = conv2d(f64(x), f64(np.ones((2, 2, 1, 1))), padding="same").numpy()
     assert out.shape == (1, 4, 4, 1)
     assert out[0, 0, 0, 0] == x[0, 0, 0, 0] + x[0, 0, 1, 0] + x[0, 1, 0, 0] + x[0, 1, 1, 0]  # no padding on top
     assert out[0, 3, 3, 0] == x[0, 3, 3, 0]  # the window at the corner sees padding below and right
@@ -166,15 +166,17 @@ def test_same_padding_puts_the_extra_row_and_column_at_the_bottom_right():
 @given(conv_cases())
 def test_conv2d_matches_loops(case):
     x, k, s, padding = case
-    out = conv2d(f64(x), f64(k), (s, s), padding).numpy()
-    np.testing.assert_allclose(out, naive_conv2d(x, k, s, padding), rtol=1e-12, atol=1e-12)
+    b = np.linspace(-1, 1, k.shape[3])
+    out = conv2d(f64(x), f64(k), f64(b), strides=(s, s), padding=padding).numpy()
+    np.testing.assert_allclose(out, naive_conv2d(x, k, s, padding) + b, rtol=1e-12, atol=1e-12)
 
 
 @given(transpose_cases())
 def test_conv2d_transpose_matches_loops(case):
     x, k, s, padding = case
-    out = conv2d_transpose(f64(x), f64(k), (s, s), padding).numpy()
-    np.testing.assert_allclose(out, naive_conv2d_transpose(x, k, s, padding), rtol=1e-12, atol=1e-12)
+    b = np.linspace(-1, 1, k.shape[2])
+    out = conv2d_transpose(f64(x), f64(k), f64(b), strides=(s, s), padding=padding).numpy()
+    np.testing.assert_allclose(out, naive_conv2d_transpose(x, k, s, padding) + b, rtol=1e-12, atol=1e-12)
 
 
 @given(pool_cases())
@@ -207,7 +209,7 @@ def test_conv2d_matches_torch(torch, case):
     (t, b), (l, r) = pads_of(x.shape[1], k.shape[0], s, padding), pads_of(x.shape[2], k.shape[1], s, padding)
     xt = torch.nn.functional.pad(to_nchw(torch, x), (l, r, t, b))
     expected = torch.nn.functional.conv2d(xt, torch.from_numpy(k.transpose(3, 2, 0, 1).copy()), stride=s)
-    out = conv2d(f64(x), f64(k), (s, s), padding).numpy()
+    out = conv2d(f64(x), f64(k), strides=(s, s), padding=padding).numpy()
     np.testing.assert_allclose(out, from_nchw(expected), rtol=1e-10, atol=1e-12)
 
 
@@ -222,7 +224,7 @@ def test_conv2d_transpose_matches_torch(torch, case):
     (t, b), (l, r) = pads_of(oh, kh, s, padding), pads_of(ow, kw, s, padding)
     padded = np.zeros((x.shape[0], oh + t + b, ow + l + r, k.shape[2]))
     padded[:, : full.shape[1], : full.shape[2], :] = full
-    out = conv2d_transpose(f64(x), f64(k), (s, s), padding).numpy()
+    out = conv2d_transpose(f64(x), f64(k), strides=(s, s), padding=padding).numpy()
     np.testing.assert_allclose(out, padded[:, t : t + oh, l : l + ow, :], rtol=1e-10, atol=1e-12)
 
 
@@ -247,13 +249,13 @@ def test_upsampling_matches_torch(torch):
 @given(conv_cases())
 def test_conv2d_gradients(case):
     x, k, s, padding = case
-    assert gradcheck(lambda x, k: conv2d(x, k, (s, s), padding), [x, k])
+    assert gradcheck(lambda x, k, b: conv2d(x, k, b, (s, s), padding), [x, k, np.linspace(-1, 1, k.shape[3])])
 
 
 @given(transpose_cases())
 def test_conv2d_transpose_gradients(case):
     x, k, s, padding = case
-    assert gradcheck(lambda x, k: conv2d_transpose(x, k, (s, s), padding), [x, k])
+    assert gradcheck(lambda x, k, b: conv2d_transpose(x, k, b, (s, s), padding), [x, k, np.linspace(-1, 1, k.shape[2])])
 
 
 @given(pool_cases())
@@ -318,13 +320,13 @@ def test_conv2d_transpose_is_the_adjoint_of_conv2d(case):
     u takes the length Keras's transposed convolution produces from conv2d's output.
     """
     x, k, s, padding = case
-    oh, ow = conv2d(f64(x), f64(k), (s, s), padding).shape[1:3]
+    oh, ow = conv2d(f64(x), f64(k), strides=(s, s), padding=padding).shape[1:3]
     rng = np.random.default_rng(0)
     u = rng.standard_normal((x.shape[0], keras_deconv_length(oh, k.shape[0], s, padding),
                              keras_deconv_length(ow, k.shape[1], s, padding), x.shape[3]))
     y = rng.standard_normal((x.shape[0], oh, ow, k.shape[3]))
-    left = np.sum(conv2d(f64(u), f64(k), (s, s), padding).numpy() * y)
-    right = np.sum(u * conv2d_transpose(f64(y), f64(k), (s, s), padding).numpy())
+    left = np.sum(conv2d(f64(u), f64(k), strides=(s, s), padding=padding).numpy() * y)
+    right = np.sum(u * conv2d_transpose(f64(y), f64(k), strides=(s, s), padding=padding).numpy())
     assert left == pytest.approx(right, rel=1e-12, abs=1e-12)
 
 
@@ -333,9 +335,9 @@ def test_col2im_is_the_adjoint_of_im2col(case):
     x, k, s, _ = case
     kh, kw = k.shape[:2]
     oh, ow = conv_output_length(x.shape[1], kh, s, "valid"), conv_output_length(x.shape[2], kw, s, "valid")
-    c = np.random.default_rng(0).standard_normal((x.shape[0], oh, ow, kh * kw, x.shape[3]))
+    c = np.random.default_rng(0).standard_normal((kh * kw, x.shape[0], oh, ow, x.shape[3]))  # col2im's layout
     xd, cd = f64(x).data, f64(c).data
-    left = np.sum(minivae.to_numpy(im2col(xd, (kh, kw), (s, s), (oh, ow))) * c)
+    left = np.sum(minivae.to_numpy(im2col(xd, (kh, kw), (s, s), (oh, ow))) * np.moveaxis(c, 0, 3))  # im2col's
     right = np.sum(x * minivae.to_numpy(col2im(cd, x.shape[1:3], (kh, kw), (s, s))))
     assert left == pytest.approx(right, rel=1e-12, abs=1e-12)
 

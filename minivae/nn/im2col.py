@@ -11,14 +11,14 @@ Written as loops that is slow; written as a matrix product it is one call to BLA
    window at once is the strided slice ``x[:, i : i + s*oh : s, j : j + s*ow : s, :]``.
 2. **matmul**: (N*oh*ow, kh*kw*C) @ (kh*kw*C, F) gives all F filters at every
    output pixel; reshaped, that is the output (N, oh, ow, F).
-3. **col2im** (scatter) undoes the gather's bookkeeping: each row goes back to
-   where its window came from, and where windows overlap their numbers are
-   *added*. It is the same loop over offsets, with ``+=`` instead of a copy.
+3. **col2im** (scatter) undoes the gather's bookkeeping: each window's numbers go
+   back to where they came from, and where windows overlap they are *added*. It is
+   the same loop over offsets, with ``+=`` instead of a copy.
 
 Gather and scatter are each other's adjoint (transpose): <im2col(x), c> =
 <x, col2im(c)> for any x and c. That is why one pair serves everything:
 
-* conv backward to its input        = col2im of (g @ kernel^T)
+* conv backward to its input        = col2im of (g @ kernel^T), one product per offset
 * conv-transpose forward            = col2im of (x @ kernel^T)  (the conv's backward)
 * conv-transpose backward to input  = im2col of g, then @ kernel (a conv)
 * max pooling                       = im2col, then a max over each window
@@ -108,13 +108,15 @@ def im2col(x, kernel_size, strides, out_size):
 
 
 def col2im(cols, image_size, kernel_size, strides):
-    """Scatter windows (N, oh, ow, kh*kw, C) back into an image (N, H, W, C), adding overlaps.
+    """Scatter windows back into an image (N, H, W, C), adding where windows overlap.
 
-    The adjoint of im2col: the same loop over offsets, writing with ``+=``.
+    The adjoint of im2col: the same loop over offsets, writing with ``+=``. Its input
+    has the offset axis first, (kh*kw, N, oh, ow, C), so that each offset's numbers lie
+    together in memory (the matmuls that feed col2im produce this layout directly).
     Pixels no window covers (the rows ``valid`` drops) stay zero.
     """
-    n, oh, ow, _, c = cols.shape
+    _, n, oh, ow, c = cols.shape
     out = backend.full((n, *image_size, c), 0.0, cols.dtype)
     for k, key in enumerate(window_offsets(kernel_size, strides, (oh, ow))):
-        out[key] += cols[:, :, :, k, :]
+        out[key] += cols[k, ...]
     return out
