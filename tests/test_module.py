@@ -91,12 +91,13 @@ def test_summary_lists_the_layers_inside_a_custom_model():
 
 
 class Mixed(nn.Module):
-    """Parameters in every place a Module looks: a layer, a list of layers, a bare Tensor."""
+    """Parameters in every place a Module looks: a layer, a list of layers, a Tensor, a list of Tensors."""
 
     def __init__(self):
         self.body = nn.Sequential([nn.Dense(3), nn.Dense(2)])
         self.heads = [nn.Dense(1), nn.Dense(4)]
         self.scale = Tensor(np.ones(2), requires_grad=True)
+        self.offsets = [Tensor(np.zeros(2), requires_grad=True), Tensor(np.zeros(1))]  # the 2nd is no parameter
         self.constant = Tensor(np.ones(5))  # needs no gradient: not a parameter
         self.note = "not a module"
 
@@ -110,9 +111,9 @@ def test_parameters_are_found_by_attribute_with_stable_dotted_names():
     model.build((5,))
     names = [name for name, _ in model.named_parameters()]
     assert names == ["body.layers.0.kernel", "body.layers.0.bias", "body.layers.1.kernel", "body.layers.1.bias",
-                     "heads.0.kernel", "heads.0.bias", "heads.1.kernel", "heads.1.bias", "scale"]
-    assert model.count_params() == (5 * 3 + 3) + (3 * 2 + 2) + (2 + 1) + (2 * 4 + 4) + 2
-    assert model.parameters()[-1] is model.scale
+                     "heads.0.kernel", "heads.0.bias", "heads.1.kernel", "heads.1.bias", "scale", "offsets.0"]
+    assert model.count_params() == (5 * 3 + 3) + (3 * 2 + 2) + (2 + 1) + (2 * 4 + 4) + 2 + 2
+    assert model.parameters()[-1] is model.offsets[0]
 
 
 def test_train_and_eval_reach_every_layer():

@@ -15,9 +15,9 @@ from .im2col import (
     crop2d,
     deconv_output_length,
     im2col,
-    window_offsets,
     pad2d,
     padding_amounts,
+    window_offsets,
 )
 from .layers import Layer, check_input, glorot_uniform, zeros
 
@@ -224,9 +224,9 @@ def upsampling2d(x: Tensor, size=(2, 2)) -> Tensor:
     out = xp.reshape(blocks, (n, h * sh, w * sw, c))
 
     def backward(g):
-        keys = window_offsets(size, size, (h, w))
-        gx = g[next(keys)]
-        for key in keys:
+        first, *others = window_offsets(size, size, (h, w))
+        gx = g[first]
+        for key in others:
             gx = gx + g[key]
         return (gx,)
 

@@ -1,8 +1,8 @@
 """Module: the base of every layer and model.
 
 A Module finds its parameters by looking at its own attributes: a Tensor that
-requires grad is a parameter, a Module (or a list of Modules) is searched in
-turn. Names are dotted attribute paths (``"layers.0.kernel"``), in the order the
+requires grad is a parameter, a Module is searched in turn, and so are the items
+of a list or tuple. Names are dotted attribute paths (``"layers.0.kernel"``), in the order the
 attributes were set, so they are stable from run to run and fit a checkpoint.
 
 Layers create their weights lazily, on the first call, when the input's shape
@@ -33,17 +33,22 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
     # --- parameters --------------------------------------------------------
+    def _members(self):
+        """``(name, value)`` for each Tensor and Module held directly, in the order the
+        attributes were set; the items of a list or tuple are named ``name.0``, ``name.1``..."""
+        for name, value in vars(self).items():
+            items = enumerate(value) if isinstance(value, (list, tuple)) else [(None, value)]
+            for i, item in items:
+                if isinstance(item, (Tensor, Module)):
+                    yield (name if i is None else f"{name}.{i}"), item
+
     def named_parameters(self, prefix: str = ""):
         """Yield ``(dotted_name, tensor)`` for every parameter, depth first."""
-        for name, value in vars(self).items():
-            if isinstance(value, Tensor) and value.requires_grad:
-                yield prefix + name, value
-            elif isinstance(value, Module):
+        for name, value in self._members():
+            if isinstance(value, Module):
                 yield from value.named_parameters(f"{prefix}{name}.")
-            elif isinstance(value, (list, tuple)):
-                for i, item in enumerate(value):
-                    if isinstance(item, Module):
-                        yield from item.named_parameters(f"{prefix}{name}.{i}.")
+            elif value.requires_grad:
+                yield prefix + name, value
 
     def parameters(self) -> list[Tensor]:
         return [p for _, p in self.named_parameters()]
@@ -54,20 +59,13 @@ class Module:
     def named_modules(self, prefix: str = ""):
         """Yield ``(dotted_name, module)`` for this module and every module inside it."""
         yield prefix.rstrip("."), self
-        for name, value in vars(self).items():
+        for name, value in self._members():
             if isinstance(value, Module):
                 yield from value.named_modules(f"{prefix}{name}.")
-            elif isinstance(value, (list, tuple)):
-                for i, item in enumerate(value):
-                    if isinstance(item, Module):
-                        yield from item.named_modules(f"{prefix}{name}.{i}.")
 
     def children(self):
-        for value in vars(self).values():
-            if isinstance(value, Module):
-                yield value
-            elif isinstance(value, (list, tuple)):
-                yield from (v for v in value if isinstance(v, Module))
+        """The modules held directly (not their own children)."""
+        return (value for _, value in self._members() if isinstance(value, Module))
 
     def zero_grad(self) -> None:
         for p in self.parameters():
