@@ -192,9 +192,10 @@ class Tensor:
         xp = backend.xp()
 
         def backward(g):  # C = AB: dA = g B^T, dB = A^T g (summed over broadcast batch axes)
-            ga = xp.matmul(g, xp.matrix_transpose(b.data))
-            gb = xp.matmul(xp.matrix_transpose(a.data), g)
-            return _sum_to(ga, a.shape), _sum_to(gb, b.shape)
+            # skip the product nobody needs, e.g. the gradient of the input data: a whole matmul
+            ga = _sum_to(xp.matmul(g, xp.matrix_transpose(b.data)), a.shape) if a.requires_grad else None
+            gb = _sum_to(xp.matmul(xp.matrix_transpose(a.data), g), b.shape) if b.requires_grad else None
+            return ga, gb
 
         return _op(xp.matmul(a.data, b.data), (a, b), backward, "matmul")
 
