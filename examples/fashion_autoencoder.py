@@ -96,7 +96,7 @@ def make_decoder(variant, latent_dim=2):
     if variant == "strided":
         grid = (7, 7, 8)
         deconvolutions = [Conv2DTranspose(16, 5, strides=2, padding="same", activation="relu"),  # 7 -> 14
-                          Conv2DTranspose(1, 5, strides=2, padding="same", activation="sigmoid")]  # -> 28
+                          Conv2DTranspose(1, 5, strides=2, padding="same", activation="sigmoid")]  # 14 -> 28
     else:
         grid = (8, 8, 8)
         deconvolutions = [Conv2DTranspose(16, 5, activation="relu"),  # 8 -> 12

@@ -196,6 +196,14 @@ def test_bad_flags_give_one_line_and_no_traceback(args, message):
 
 
 @pytest.mark.backends("numpy")  # a subprocess
+@pytest.mark.skipif(importlib.util.find_spec("cupy") is not None, reason="CuPy is installed here")
+def test_cupy_without_cupy_gives_one_line():
+    result = run_script("--backend", "cupy", "--limit", "64")
+    assert result.returncode != 0 and result.stderr.count("\n") == 1
+    assert "CuPy" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.backends("numpy")  # a subprocess
 def test_missing_data_gives_one_line(tmp_path):
     result = run_script("--limit", "64", env={"MINIVAE_DATA": str(tmp_path / "nowhere")})
     assert result.returncode != 0 and result.stderr.count("\n") == 1
