@@ -7,7 +7,7 @@ Conv2DTranspose 1 5x5 sigmoid; binary cross-entropy, batch 64, float32.
 Both run in this process, each on 2 threads, on the same random images, in
 alternating rounds.
 
-    nice python benchmarks/bench_cnn.py [--repeats 30] [--batch 64] [--backend numpy]
+    nice python benchmarks/bench_cnn.py [--repeats 30] [--batch 64] [--backend numpy] [--clock wall|cpu]
 """
 from __future__ import annotations
 
@@ -78,10 +78,10 @@ def torch_step(images: np.ndarray):
     return step
 
 
-def timed(step) -> float:
-    start = time.perf_counter()
+def timed(step, clock) -> float:
+    start = clock()
     step()
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def main():
@@ -89,6 +89,9 @@ def main():
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--backend", default="numpy")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="wall time, or the CPU time of this process (all its threads; "
+                             "steadier on a machine shared with other jobs)")
     args = parser.parse_args()
 
     minivae.set_backend(args.backend)
@@ -101,13 +104,13 @@ def main():
         print("PyTorch is not installed: minivae alone")
     # Rounds alternate between the two, so a machine shared with other jobs slows both alike.
     times = {name: [] for name in steps}
-    for round in range(args.repeats + 3):
+    for r in range(args.repeats + 3):
         for name, step in steps.items():
-            t = timed(step)
-            if round >= 3:  # the first 3 rounds warm up
+            t = timed(step, time.perf_counter if args.clock == "wall" else time.process_time)
+            if r >= 3:  # the first 3 rounds warm up
                 times[name].append(t)
     for name, ts in times.items():
-        print(f"{name:<24} forward+backward, batch {args.batch}: median {statistics.median(ts) * 1e3:6.1f} ms"
+        print(f"{name:<24} forward+backward, batch {args.batch}: median {statistics.median(ts) * 1e3:6.1f} ms {args.clock}"
               f"  (min {min(ts) * 1e3:.1f}, {args.repeats} rounds)")
     if len(times) == 2:
         ours, theirs = (statistics.median(ts) for ts in times.values())

@@ -219,7 +219,8 @@ def test_conv2d_transpose_matches_torch(torch, case):
     kh, kw = k.shape[:2]
     # torch gives the full result, (h - 1) s + k long; Keras's output is a window of it
     # (with zero rows past its end when k < s), at the offset of the 'same' padding
-    full = from_nchw(torch.nn.functional.conv_transpose2d(to_nchw(torch, x), torch.from_numpy(k.transpose(3, 2, 0, 1).copy()), stride=s))
+    kernel = torch.from_numpy(k.transpose(3, 2, 0, 1).copy())  # (in, out, kh, kw), as torch wants it
+    full = from_nchw(torch.nn.functional.conv_transpose2d(to_nchw(torch, x), kernel, stride=s))
     oh, ow = keras_deconv_length(x.shape[1], kh, s, padding), keras_deconv_length(x.shape[2], kw, s, padding)
     (t, b), (l, r) = pads_of(oh, kh, s, padding), pads_of(ow, kw, s, padding)
     padded = np.zeros((x.shape[0], oh + t + b, ow + l + r, k.shape[2]))

@@ -165,7 +165,8 @@ def test_a_failed_save_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monk
     (lambda: nn.Sequential([nn.Dense(4), nn.Dense(2)]),
      r"weight 'layers.0.kernel' has shape \(3, 4\) in the file, \(3, 5\) in the model"),
     (lambda: nn.Sequential([nn.Dense(5)]), r"the file has no weight 'layers.1.kernel' \(expected shape \(5, 2\)\)"),
-    (lambda: nn.Sequential([nn.Dense(5), nn.Dense(2), nn.Dense(1)]), r"the file has weights the model lacks, first 'layers.2.bias'"),
+    (lambda: nn.Sequential([nn.Dense(5), nn.Dense(2), nn.Dense(1)]),
+     r"the file has weights the model lacks, first 'layers.2.bias'"),
 ], ids=["shape", "missing", "extra"])
 def test_loading_another_architecture_names_the_mismatch_and_changes_nothing(tmp_path, other, message):
     source = other()
