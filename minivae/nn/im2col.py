@@ -21,7 +21,9 @@ Gather and scatter are each other's adjoint (transpose): <im2col(x), c> =
 * conv backward to its input        = col2im of (g @ kernel^T), one product per offset
 * conv-transpose forward            = col2im of (x @ kernel^T)  (the conv's backward)
 * conv-transpose backward to input  = im2col of g, then @ kernel (a conv)
-* max pooling                       = im2col, then a max over each window
+* max pooling                       = the offset loop keeping a running maximum;
+                                      its backward, the scatter loop
+* upsampling backward               = the offset loop summing the copies
 
 Only slicing, stack, reshape and ``+=`` into slices are used: all in the Array
 API standard, so the same code runs on NumPy, CuPy and array_api_strict.
