@@ -155,7 +155,7 @@ def test_other_variants_feed_the_clean_image():
 
 @pytest.mark.parametrize("variant", ["lecture", "denoising"])
 def test_short_run_lowers_the_loss_and_writes_its_files(variant, data_dir, tmp_path, backend):
-    metrics = fa.main(["--variant", variant, "--limit", "256", "--epochs", "2", "--batch-size", "32",
+    metrics = fa.main(["--variant", variant, "--limit", "128", "--epochs", "2", "--batch-size", "32",
                        "--backend", backend.name, "--out", str(tmp_path), "--quiet"])
     assert metrics["train_loss"][1] < metrics["train_loss"][0]
     assert metrics["test_loss"][1] < metrics["test_loss"][0]
