@@ -194,14 +194,23 @@ def test_python_blocks_that_do_not_run_are_few():
 
 
 def commands():
+    """(page, script, argv) for every `python script.py ...` in a ```bash block or an inline code span."""
     for page, line, _, code in code_blocks("bash"):
         for command in code.replace("\\\n", " ").splitlines():
-            words = shlex.split(command, comments=True)
-            for i, word in enumerate(words):
-                if word == "python" and i + 1 < len(words) and words[i + 1].endswith(".py"):
-                    argv = words[i + 2 :]
-                    argv = argv[: argv.index("&&")] if "&&" in argv else argv
-                    yield pytest.param(page, words[i + 1], argv, id=f"{page.name}:{line}:{words[i + 1]}")
+            yield from _python_calls(page, line, command)
+    for page in PAGES:
+        for n, text in enumerate(prose(page).splitlines(), 1):
+            for span in re.findall(r"`([^`\n]*\bpython [^`\n]+)`", text):
+                yield from _python_calls(page, n, span)
+
+
+def _python_calls(page, line, command):
+    words = shlex.split(command, comments=True)
+    for i, word in enumerate(words):
+        if word == "python" and i + 1 < len(words) and words[i + 1].endswith(".py"):
+            argv = words[i + 2 :]
+            argv = argv[: argv.index("&&")] if "&&" in argv else argv
+            yield pytest.param(page, words[i + 1], argv, id=f"{page.name}:{line}:{words[i + 1]}")
 
 
 @pytest.mark.parametrize("page, script, argv", list(commands()))
