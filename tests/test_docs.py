@@ -21,6 +21,7 @@ import importlib
 import importlib.util
 import re
 import shlex
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,7 @@ PAGES = sorted(DOCS.glob("*.md")) + [ROOT / "README.md"]  # the README links int
 MAX_PNG_BYTES = 200_000
 LINE_COUNT_SLACK = 0.10
 
-FENCE = re.compile(r"^```([^\n]*)\n(.*?)^```\s*$", re.S | re.M)
+FENCE = re.compile(r"^[ \t]*```([^\n]*)\n(.*?)^[ \t]*```\s*$", re.S | re.M)  # (indented in a list too)
 LINK = re.compile(r"\[([^\]\n]+)\]\(([^)\s]+)\)")
 LINES = re.compile(r"^L(\d+)(?:-L(\d+))?$")
 DOTTED = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*$")
@@ -55,7 +56,7 @@ def code_blocks(lang: str):
         for m in FENCE.finditer(text):
             info = m.group(1).strip()
             if info.split(" ")[0] == lang:
-                yield page, text[: m.start()].count("\n") + 1, info, m.group(2)
+                yield page, text[: m.start()].count("\n") + 1, info, textwrap.dedent(m.group(2))
 
 
 def links():
