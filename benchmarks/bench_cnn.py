@@ -4,8 +4,8 @@ The model is the lecture's (Fashion-MNIST, 28x28x1): encoder Conv2D 16 5x5 relu,
 MaxPool 2, Conv2D 8 5x5 relu, Flatten, Dense 64 relu, Dense 2; decoder Dense 64
 relu, Dense 512 relu, Reshape (8, 8, 8), Conv2DTranspose 16 5x5 relu, UpSampling 2,
 Conv2DTranspose 1 5x5 sigmoid; binary cross-entropy, batch 64, float32.
-Both run in this process, each on 2 threads, on the same random images, in
-alternating rounds.
+Both run in this process, on the same random images, in alternating rounds;
+PyTorch on 2 threads, NumPy's BLAS on the machine's cores (2 here).
 
     nice python benchmarks/bench_cnn.py [--repeats 30] [--batch 64] [--backend numpy] [--clock wall|cpu]
 """
@@ -55,12 +55,12 @@ def minivae_step(images: np.ndarray):
     return step
 
 
-def torch_step(images: np.ndarray):
+def torch_step(images: np.ndarray, threads: int):
     """The same model, loss and batch in PyTorch (NCHW, so the images are transposed)."""
     import torch
     from torch import nn as tnn
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     model = tnn.Sequential(
         tnn.Conv2d(1, 16, 5), tnn.ReLU(), tnn.MaxPool2d(2), tnn.Conv2d(16, 8, 5), tnn.ReLU(),
         tnn.Flatten(), tnn.Linear(512, 64), tnn.ReLU(), tnn.Linear(64, 2),
@@ -89,6 +89,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--backend", default="numpy")
+    parser.add_argument("--torch-threads", type=int, default=2,
+                        help="PyTorch's threads (NumPy's BLAS takes OPENBLAS_NUM_THREADS from the environment)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="wall time, or the CPU time of this process (all its threads; "
                              "steadier on a machine shared with other jobs)")
@@ -99,7 +101,7 @@ def main():
     images = np.random.default_rng(0).uniform(0, 1, (args.batch, 28, 28, 1)).astype(np.float32)
     steps = {f"minivae ({args.backend})": minivae_step(images)}
     try:
-        steps["PyTorch CPU (2 threads)"] = torch_step(images)
+        steps[f"PyTorch CPU (threads: {args.torch_threads})"] = torch_step(images, args.torch_threads)
     except ImportError:
         print("PyTorch is not installed: minivae alone")
     # Rounds alternate between the two, so a machine shared with other jobs slows both alike.
