@@ -7,7 +7,7 @@ Conv2DTranspose 1 5x5 sigmoid; binary cross-entropy, batch 64, float32.
 Both run in this process, on the same random images, in alternating rounds;
 PyTorch on 2 threads, NumPy's BLAS on the machine's cores (2 here).
 
-    nice python benchmarks/bench_cnn.py [--repeats 30] [--batch 64] [--backend numpy] [--clock wall|cpu]
+    nice python benchmarks/bench_cnn.py [--repeats 40] [--batch 64] [--backend numpy] [--clock wall|cpu]
 """
 from __future__ import annotations
 
@@ -78,6 +78,9 @@ def torch_step(images: np.ndarray, threads: int):
     return step
 
 
+BLOCK = 10  # steps per engine per round
+
+
 def timed(step, clock) -> float:
     start = clock()
     step()
@@ -86,7 +89,7 @@ def timed(step, clock) -> float:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=40, help="timed steps per engine")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--backend", default="numpy")
     parser.add_argument("--torch-threads", type=int, default=2,
@@ -104,16 +107,18 @@ def main():
         steps[f"PyTorch CPU (threads: {args.torch_threads})"] = torch_step(images, args.torch_threads)
     except ImportError:
         print("PyTorch is not installed: minivae alone")
-    # Rounds alternate between the two, so a machine shared with other jobs slows both alike.
+    # Rounds alternate between the two, so a machine shared with other jobs slows both
+    # alike. Each round runs a block of steps and drops the first: after a switch, the
+    # other library's idle threads still spin for a moment and would steal a core.
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
     times = {name: [] for name in steps}
-    for r in range(args.repeats + 3):
+    rounds = -(-args.repeats // BLOCK)
+    for _ in range(rounds):
         for name, step in steps.items():
-            t = timed(step, time.perf_counter if args.clock == "wall" else time.process_time)
-            if r >= 3:  # the first 3 rounds warm up
-                times[name].append(t)
+            times[name] += [timed(step, clock) for _ in range(BLOCK + 1)][1:]
     for name, ts in times.items():
         print(f"{name:<24} forward+backward, batch {args.batch}: median {statistics.median(ts) * 1e3:6.1f} ms {args.clock}"
-              f"  (min {min(ts) * 1e3:.1f}, {args.repeats} rounds)")
+              f"  (min {min(ts) * 1e3:.1f}, {len(ts)} steps)")
     if len(times) == 2:
         ours, theirs = (statistics.median(ts) for ts in times.values())
         print(f"ratio of medians, minivae / PyTorch: {ours / theirs:.2f}")
