@@ -56,9 +56,9 @@ def tanh(x):
 def relu(x):
     x = as_tensor(x)
     xp = _xp()
-    positive = x.data > 0  # the gradient at exactly 0 is taken as 0
-    return _op(xp.where(positive, x.data, xp.zeros_like(x.data)), (x,),
-               lambda g: (xp.where(positive, g, xp.zeros_like(g)),), "relu")
+    # the slope as a 0/1 mask in x's dtype: a multiply is cheaper than a where over big activations
+    slope = xp.astype(x.data > 0, x.dtype)  # the gradient at exactly 0 is taken as 0
+    return _op(xp.maximum(x.data, 0.0), (x,), lambda g: (g * slope,), "relu")
 
 
 def _sigmoid_array(a):
