@@ -5,10 +5,12 @@ relu)-Dense(4), decoder Dense(200, relu)-Dense(1120) (sigmoid mean, floored
 log-std), standard normal prior, diagonal posterior, estimator B with L = 1,
 Adam lr 1e-3, batch 100, float32, 1768 faces to train and 197 to validate. An
 epoch is what fit() times: the shuffled training steps and the validation pass.
-The two run in turns, one epoch each, so both see the same load on the machine;
-PyTorch on 2 threads (torch.set_num_threads(2)).
+The two run in turns, one epoch each, so both see the same load on the machine.
+PyTorch runs on --torch-threads threads (default 2); NumPy's BLAS takes its thread
+count from OPENBLAS_NUM_THREADS, so compare like with like:
 
-    MINIVAE_DATA=../shared/data nice python benchmarks/bench_frey.py [--epochs 20] [--backend numpy]
+    MINIVAE_DATA=../shared/data python benchmarks/bench_frey.py [--epochs 20] [--backend numpy]
+    OPENBLAS_NUM_THREADS=1 MINIVAE_DATA=../shared/data python benchmarks/bench_frey.py --torch-threads 1
 """
 from __future__ import annotations
 
@@ -92,10 +94,11 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int, default=20, help="timed epochs of each (default 20), after 2 warm-up epochs")
     p.add_argument("--backend", default="numpy", choices=("numpy", "cupy", "strict"))
+    p.add_argument("--torch-threads", type=int, default=2, help="PyTorch's threads (default 2)")
     args = p.parse_args()
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.torch_threads)
     backend.set_backend(args.backend)
     faces = load_frey_faces()
     x_train, x_val = split_train_val(faces, val_fraction=0.1, seed=0)
@@ -114,7 +117,7 @@ def main():
     print(f"Frey Face VAE, {len(x_train)} train + {len(x_val)} validation faces, batch {BATCH}, "
           f"{args.epochs} epochs each after 2 warm-up, alternating")
     print(f"minivae ({args.backend}) median epoch {1000 * mv:7.1f} ms  (final train loss {history['loss'][-1]:.1f})")
-    print(f"PyTorch {torch.__version__} CPU eager, 2 threads, median epoch {1000 * pt:7.1f} ms")
+    print(f"PyTorch {torch.__version__} CPU eager, {args.torch_threads} threads, median epoch {1000 * pt:7.1f} ms")
     print(f"minivae / PyTorch = {mv / pt:.2f}  (below 1: minivae faster)")
 
 

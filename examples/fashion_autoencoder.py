@@ -24,10 +24,8 @@ Everything lands in ``--out`` (default ``runs/fashion_<variant>``): ``metrics.js
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import tempfile
 
 import numpy as np
 from matplotlib import colormaps
@@ -36,7 +34,7 @@ from matplotlib.figure import Figure
 import minivae
 from minivae import backend
 from minivae import functional as F
-from minivae import plots
+from minivae import files, plots
 from minivae.datasets import FASHION_MNIST_CLASSES, DataError, load_fashion_mnist
 from minivae.nn import (Conv2D, Conv2DTranspose, Dense, Flatten, MaxPool2D, Reshape, Sequential,
                         UpSampling2D)
@@ -179,7 +177,7 @@ def plot_encodings(before, after, labels, path):
         ax.set_ylabel("$z_2$", fontsize=16)
         ax.set_title(f"Encodings of example images {when} training")
         ax.legend()
-    save_figure(fig, path)
+    plots.save_figure(fig, path)
 
 
 def plot_images(rows, row_titles, column_titles, path):
@@ -194,30 +192,7 @@ def plot_images(rows, row_titles, column_titles, path):
         ax.tick_params(length=0)
         ax.set_yticks([])
         ax.set_ylabel(row_title)
-    save_figure(fig, path)
-
-
-def save_figure(fig, path):
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
-
-
-def save_json(data, path):
-    atomic_write(path, lambda f: f.write(json.dumps(data, indent=2).encode()))
-
-
-def atomic_write(path, write):
-    """Call write(file) on a temporary file beside `path`, then rename it into place,
-    so an interrupted run never leaves a half-written file under the real name."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:  # even Ctrl-C: leave no temporary file behind
-        os.unlink(tmp)
-        raise
+    plots.save_figure(fig, path)
 
 
 # ---------------------------------------------------------------- the run
@@ -311,7 +286,7 @@ def main(argv=None):
         "backend": args.backend,
         "flags": vars(args),
     }
-    save_json(metrics, os.path.join(args.out, "metrics.json"))
+    files.write_json(os.path.join(args.out, "metrics.json"), metrics)
     say(f"final train loss {metrics['train_loss'][-1]:.4f}, test loss {metrics['test_loss'][-1]:.4f}, "
         f"{metrics['sec_per_epoch']:.1f} s per epoch (median); wrote {args.out}")
     return metrics

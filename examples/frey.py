@@ -15,7 +15,6 @@ written to --out: metrics.json, history.csv, checkpoint.npz and five figures.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -23,7 +22,7 @@ import time
 
 import numpy as np
 
-from minivae import backend, plots, train
+from minivae import backend, files, plots, train
 from minivae.backend import BackendError
 from minivae.datasets import DataError, load_frey_faces, split_train_val
 from minivae.nn import Dense, Flatten, Sequential
@@ -116,8 +115,8 @@ def main(argv=None) -> dict:
         "total_seconds": time.perf_counter() - started,  # this invocation only
         "backend": args.backend, "flags": vars(args),
     }
-    train.atomic_write_text(os.path.join(args.out, "metrics.json"), json.dumps(metrics, indent=2) + "\n")
-    train.atomic_write_text(os.path.join(args.out, "history.csv"), history.to_csv())
+    files.write_json(os.path.join(args.out, "metrics.json"), metrics)
+    files.write_text(os.path.join(args.out, "history.csv"), history.to_csv())
 
     # --- 8. Plots ------------------------------------------------------------------------------
     def out(name):

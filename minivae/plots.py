@@ -10,11 +10,12 @@ which is much faster than one subplot per image.
 """
 from __future__ import annotations
 
-import os
 import statistics
 
 import numpy as np
 from matplotlib.figure import Figure
+
+from .files import atomic_write
 
 
 def learning_curves(metrics: dict, path, title: str | None = None) -> None:
@@ -32,14 +33,14 @@ def learning_curves(metrics: dict, path, title: str | None = None) -> None:
         ax.legend()
     if title:
         fig.suptitle(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def image_grid(images: np.ndarray, path, n_cols: int = 10, title: str | None = None) -> None:
     """Images (N, H, W) in rows of `n_cols`, grey scale, values in [0, 1]."""
     fig = Figure(figsize=(n_cols * 0.9, _rows(len(images), n_cols) * 1.2 + 0.5), layout="constrained")
     _show(fig.add_subplot(), tile(images, n_cols), title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def reconstructions(originals: np.ndarray, reconstructed: np.ndarray, path, n_cols: int = 5) -> None:
@@ -47,7 +48,7 @@ def reconstructions(originals: np.ndarray, reconstructed: np.ndarray, path, n_co
     fig = Figure(figsize=(n_cols * 1.8, _rows(len(originals), n_cols) * 1.2 + 0.6), layout="constrained")
     _show(fig.add_subplot(1, 2, 1), tile(originals, n_cols), "validation images")
     _show(fig.add_subplot(1, 2, 2), tile(reconstructed, n_cols), "VAE reconstructions")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def normal_quantile_grid(n: int) -> np.ndarray:
@@ -67,7 +68,7 @@ def manifold(images: np.ndarray, path, n: int) -> None:
     """The decoded means of normal_quantile_grid(n), (n * n, H, W), as one picture."""
     fig = Figure(figsize=(n * 0.45, n * 0.6), layout="constrained")
     _show(fig.add_subplot(), tile(images, n, pad=0), "decoded means over the prior's quantiles")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def latent_scatter(z: np.ndarray, path, color=None, color_label: str | None = None,
@@ -80,7 +81,7 @@ def latent_scatter(z: np.ndarray, path, color=None, color_label: str | None = No
     if color is not None:
         fig.colorbar(dots, ax=ax, label=color_label)
     ax.set(xlabel="z1", ylabel="z2", title=title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def tile(images: np.ndarray, n_cols: int, pad: int = 1) -> np.ndarray:
@@ -106,16 +107,7 @@ def _show(ax, image: np.ndarray, title: str | None) -> None:
         ax.set_title(title)
 
 
-def _save(fig: Figure, path) -> None:
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"  # beside the target: os.replace is atomic only within a file system
-    try:
-        with open(tmp, "wb") as f:
-            fig.savefig(f, format="png", dpi=100)
-        os.replace(tmp, path)
-    except BaseException:  # even Ctrl-C: leave no temporary file behind
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def save_figure(fig: Figure, path) -> None:
+    """Write `fig` as a PNG through ``atomic_write`` (never a half-written image)."""
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=100)

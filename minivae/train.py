@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 
@@ -272,20 +271,3 @@ def load_checkpoint(path, model, optimizer) -> History:
     model.load_state_dict(groups["model/"])
     optimizer.load_state_dict(groups["optimizer/"])
     return History.from_json(text, best_weights=groups["best/"] or None)
-
-
-def atomic_write_text(path, text: str) -> None:
-    """Write a text file through a temporary file and a rename, so a crash never
-    leaves a half-written file under the real name."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"  # beside the target: os.replace is atomic only within a file system
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:  # even Ctrl-C: leave no temporary file behind
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

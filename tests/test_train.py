@@ -192,7 +192,3 @@ def test_history_csv_has_one_row_per_epoch():
     np.testing.assert_array_equal(table[:, 4], history.metrics["val_loss"])
 
 
-def test_atomic_write_text_leaves_no_temporary_file(tmp_path):
-    train.atomic_write_text(tmp_path / "sub" / "a.json", "{}")
-    assert (tmp_path / "sub" / "a.json").read_text() == "{}"
-    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["a.json"]

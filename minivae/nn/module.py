@@ -10,12 +10,10 @@ is known (as Keras does); ``build(input_shape)`` makes that call on zeros.
 """
 from __future__ import annotations
 
-import os
-import tempfile
-
 import numpy as np
 
 from .. import backend
+from ..files import atomic_write
 from ..tensor import Tensor, no_grad
 
 
@@ -162,18 +160,7 @@ def _shape_text(out) -> str:
 
 
 def save_npz(path, arrays: dict) -> None:
-    """``np.savez`` to a temporary file in the same folder, then rename over `path`:
-    a crash mid-write never leaves a half-written file under the real name."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp.npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())  # the bytes are on disk before the name points at them
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """``np.savez`` through ``atomic_write``: a crash mid-write never leaves a
+    half-written file under the real name."""
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
