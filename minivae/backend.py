@@ -20,7 +20,6 @@ the ``MINIVAE_BACKEND`` environment variable (read once, at import).
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 
 import numpy as np
@@ -161,6 +160,8 @@ def to_numpy(x) -> np.ndarray:
 
 
 # --- random numbers: the standard has none, so each backend's generator lives here ---
+# Only the two methods that NumPy's and CuPy's Generator both have are used:
+# standard_normal and random (CuPy's has no uniform and no permutation).
 
 
 def normal(shape, dtype) -> "array":
@@ -176,9 +177,10 @@ def uniform(shape, dtype, low=0.0, high=1.0):
     """Uniform draws between `low` and `high` of `shape` in `dtype`, on the current device.
     (Drawn on [low, high) in float64; rounding to float32 can give `high` itself.)"""
     b = _current
+    draw = low + (high - low) * b._rng.random(shape)  # exactly NumPy's Generator.uniform
     if b.name == "cupy":
-        return b._rng.uniform(low, high, shape).astype(dtype)
-    draw = b._rng.uniform(low, high, shape).astype(_dtype_name(dtype))
+        return draw.astype(dtype)
+    draw = draw.astype(_dtype_name(dtype))
     return draw if b.name == "numpy" else asarray(draw)
 
 
@@ -186,27 +188,19 @@ def permutation(n: int) -> np.ndarray:
     """A seeded permutation of range(n), as a host array (used to shuffle batches)."""
     b = _current
     if b.name == "cupy":
-        return b._rng.permutation(n).get()
+        return shuffled_range(b._rng, n).get()
     return b._rng.permutation(n)
+
+
+def shuffled_range(rng, n: int):
+    """A permutation of range(n) from a generator that has only random(): the order
+    that sorts n uniform draws (all orders equally likely; ties have probability ~0)."""
+    return rng.random(n).argsort()
 
 
 def seed(s: int) -> None:
     """Restart the current backend's random stream."""
     _current.seed(s)
-
-
-def rng_state():
-    """A copy of the generator's state, for checkpoints (picklable)."""
-    if _current.name == "cupy":
-        return copy.deepcopy(_current._rng)
-    return _current._rng.bit_generator.state
-
-
-def set_rng_state(state) -> None:
-    if _current.name == "cupy":
-        _current._rng = copy.deepcopy(state)
-    else:
-        _current._rng.bit_generator.state = state
 
 
 def _dtype_name(dtype) -> str:

@@ -306,6 +306,9 @@ def kl_divergence(q, p) -> Tensor:
     if isinstance(q, Normal) and isinstance(p, Normal):
         if q.event_ndim != p.event_ndim:
             raise ValueError(f"kl_divergence: q has {q.event_ndim} event axes, p has {p.event_ndim}")
+        event = slice(len(q.shape) - q.event_ndim, None)
+        if q.shape[event] != p.shape[len(p.shape) - p.event_ndim:]:
+            raise ValueError(f"kl_divergence: q has event shape {q.shape[event]}, p has shape {p.shape}")
         if isinstance(p, StandardNormal):
             # The lecture's eq. (24), D_KL = 1/2 [mu^T mu + sum_i sigma_i^2 - l - log prod_i sigma_i^2]
             # (its (sigma_q)_i are variances); log sigma^2 = 2 log_std.

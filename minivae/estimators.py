@@ -29,8 +29,9 @@ backend array) per parameter:
     params   the leaf Tensors to differentiate with respect to.
     samples  L, the draws per estimate.
 
-Their .grad is left as it was; other leaves that f uses (e.g. decoder weights)
-receive gradients as in any backward().
+Their .grad is left as it was. pathwise_grad's backward() also reaches other
+leaves that f uses (e.g. decoder weights), as any backward() does;
+score_function_grad evaluates f without a graph (it needs only f's values).
 """
 from __future__ import annotations
 

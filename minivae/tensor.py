@@ -304,14 +304,17 @@ def as_tensor(x) -> Tensor:
 
 def _lift(x, like: Tensor, op: str) -> Tensor:
     """Turn the other operand of a binary op into a Tensor on `like`'s backend and dtype."""
-    if isinstance(x, Tensor):
-        if x._backend != like._backend:
-            raise TypeError(f"{op}: mixing tensors from backends {like._backend!r} and {x._backend!r}")
-        return x
     if isinstance(x, numbers.Real):  # a Python or NumPy number takes the tensor's dtype
         return Tensor(backend.full((), float(x), like.dtype))
     if backend.is_array(x):
-        return Tensor(x)
+        x = Tensor(x)
+    if isinstance(x, Tensor):
+        if x._backend != like._backend:
+            raise TypeError(f"{op}: mixing tensors from backends {like._backend!r} and {x._backend!r}")
+        if x.dtype != like.dtype:  # promotion would silently turn a float32 model into float64
+            raise TypeError(f"{op}: mixing {_float_name(like.dtype)} and {_float_name(x.dtype)}; "
+                            "convert one explicitly, e.g. Tensor(x, dtype=\"float32\")")
+        return x
     raise TypeError(
         f"{op}: cannot combine a Tensor on backend {like._backend!r} with {type(x).__module__}."
         f"{type(x).__name__}; wrap it in Tensor(...) to move it to the device explicitly"

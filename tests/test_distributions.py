@@ -367,3 +367,9 @@ def test_bad_input_errors_say_what_was_wrong():
         fill_tril(T([1.0, 1.0, 1.0]), T([0.0, 0.0]))
     with pytest.raises(ValueError, match=r"tril_solve: expected L of shape \(\.\.\., l, l\) and b of shape \(\.\.\., l\)"):
         tril_solve(T(np.eye(3)), T([1.0, 2.0]))
+
+
+def test_kl_to_a_prior_of_another_size_is_refused():
+    q = Normal(Tensor(np.zeros((4, 3)), dtype="float64"), Tensor(np.ones((4, 3)), dtype="float64"))
+    with pytest.raises(ValueError, match=r"kl_divergence: q has event shape \(3,\), p has shape \(2,\)"):
+        kl_divergence(q, StandardNormal(2, dtype="float64"))

@@ -96,9 +96,10 @@ class Mixed(nn.Module):
     def __init__(self):
         self.body = nn.Sequential([nn.Dense(3), nn.Dense(2)])
         self.heads = [nn.Dense(1), nn.Dense(4)]
-        self.scale = Tensor(np.ones(2), requires_grad=True)
-        self.offsets = [Tensor(np.zeros(2), requires_grad=True), Tensor(np.zeros(1))]  # the 2nd is no parameter
-        self.constant = Tensor(np.ones(5))  # needs no gradient: not a parameter
+        self.scale = Tensor(np.ones(2), requires_grad=True, dtype="float32")
+        self.offsets = [Tensor(np.zeros(2), requires_grad=True, dtype="float32"),
+                        Tensor(np.zeros(1), dtype="float32")]  # the 2nd is no parameter
+        self.constant = Tensor(np.ones(5), dtype="float32")  # needs no gradient: not a parameter
         self.note = "not a module"
 
     def forward(self, x):

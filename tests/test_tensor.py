@@ -88,9 +88,17 @@ def test_numpy_arrays_are_refused_in_ops_on_a_device_backend():
         (t * 2).backward(np.ones(2))
 
 
+def test_mixing_float32_and_float64_is_refused_not_promoted():
+    x32, x64 = Tensor([1.0, 2.0], dtype="float32"), Tensor([1.0, 2.0], dtype="float64")
+    with pytest.raises(TypeError, match="add: mixing float32 and float64"):
+        x32 + x64
+    with pytest.raises(TypeError, match="multiply: mixing float32 and float64"):
+        x32 * backend.asarray(np.ones(2))  # a float64 backend array
+
+
 @pytest.mark.backends("numpy")  # the case where a NumPy array is native
 def test_numpy_array_on_the_left_gives_a_tensor():
-    out = np.ones(2) + Tensor([1.0, 2.0], requires_grad=True)
+    out = np.ones(2, dtype=np.float32) + Tensor([1.0, 2.0], requires_grad=True)
     assert isinstance(out, Tensor) and out.requires_grad
     np.testing.assert_array_equal(out.numpy(), [2.0, 3.0])
 
