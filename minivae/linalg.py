@@ -13,10 +13,13 @@ over rows below are cheap and read like the textbook algorithm.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from . import backend
 from . import functional as F
+from .tensor import _float_name as _dtype_name
 from .tensor import _lift, _op, _sum_to, as_tensor, broadcast_shapes
 
 
@@ -46,7 +49,22 @@ def _back_substitution(L, g):
 
 def lower_mask(n: int):
     """Boolean (n, n), True on and below the diagonal (the standard has no tril)."""
-    return backend.asarray(np.tri(n, dtype=bool))
+    return _constants(backend.get_backend().name, n, "float32")[0]
+
+
+@functools.lru_cache(maxsize=None)
+def _constants(backend_name: str, n: int, dtype: str):
+    """The constant arrays of this file, built on the host once per backend, size and dtype:
+    the lower mask, and fill_tril's placement matrices. Rebuilt every step, they would be
+    a host-to-device copy every step on a GPU. (`backend_name` is the cache key only.)"""
+    m = n * (n - 1) // 2
+    place_diag = np.zeros((n, n * n))
+    place_diag[np.arange(n), np.arange(n) * (n + 1)] = 1.0  # diag i -> flat index i*n + i
+    rows, cols = np.tril_indices(n, k=-1)  # row-major order: (1,0), (2,0), (2,1), ...
+    place_lower = np.zeros((m, n * n))
+    place_lower[np.arange(m), rows * n + cols] = 1.0
+    dt = backend.dtype(dtype)
+    return backend.asarray(np.tri(n, dtype=bool)), backend.asarray(place_diag, dt), backend.asarray(place_lower, dt)
 
 
 def tril_solve(L, b):
@@ -97,12 +115,8 @@ def fill_tril(diag, strictly_lower):
             f"fill_tril: a {n}x{n} factor has {m} strictly-lower entries, got {strictly_lower.shape[-1]} "
             f"(diagonal of shape {diag.shape}, entries of shape {strictly_lower.shape})"
         )
-    place_diag = np.zeros((n, n * n))
-    place_diag[np.arange(n), np.arange(n) * (n + 1)] = 1.0  # diag i -> flat index i*n + i
-    flat = diag @ as_tensor(backend.asarray(place_diag, dtype=diag.dtype))
+    _, place_diag, place_lower = _constants(backend.get_backend().name, n, _dtype_name(diag.dtype))
+    flat = diag @ as_tensor(place_diag)
     if m:
-        rows, cols = np.tril_indices(n, k=-1)  # row-major order: (1,0), (2,0), (2,1), ...
-        place_lower = np.zeros((m, n * n))
-        place_lower[np.arange(m), rows * n + cols] = 1.0
-        flat = flat + strictly_lower @ as_tensor(backend.asarray(place_lower, dtype=diag.dtype))
+        flat = flat + strictly_lower @ as_tensor(place_lower)
     return flat.reshape(*diag.shape, n)

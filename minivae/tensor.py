@@ -232,7 +232,8 @@ class Tensor:
         kept = tuple(1 if i in axes else n for i, n in enumerate(self.shape))
 
         def backward(g):  # every summed element gets the same gradient
-            return (xp.broadcast_to(xp.reshape(g, kept), self.shape),)
+            # (added to zeros, not broadcast_to: a leaf's .grad must be a writable array, not a view)
+            return (xp.zeros_like(self.data) + xp.reshape(g, kept),)
 
         return _op(xp.sum(self.data, axis=axes, keepdims=keepdims), (self,), backward, "sum")
 

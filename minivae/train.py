@@ -190,7 +190,7 @@ def fit(model, loss_fn, optimizer, x_train: np.ndarray, x_val: np.ndarray | None
     while len(history) < epochs and history.stopped is None:
         epoch = len(history)
         backend.seed(epoch_seed(seed, epoch))
-        last_good = model.state_dict()
+        last_good = model.state_dict(), optimizer.state_dict()  # host copies, to undo a blow-up
         start = time.perf_counter()
 
         train = _Sums()
@@ -199,14 +199,16 @@ def fit(model, loss_fn, optimizer, x_train: np.ndarray, x_val: np.ndarray | None
         parts = [train]
         if x_val is not None:
             parts.append(_validation_sums(model, loss_fn, x_val, batch_size, "val_"))
-        means = _read_means(*parts)  # the one device-to-host read of the epoch
+        means = _read_means(*parts)  # the metrics' one device-to-host read of the epoch
         seconds = time.perf_counter() - start
 
         broken = [k for k, v in means.items() if not math.isfinite(v)]
         if broken:
-            model.load_state_dict(last_good)
+            model.load_state_dict(last_good[0])
+            optimizer.load_state_dict(last_good[1])  # Adam's moments would hold the NaNs too
             history.stopped = (f"epoch {epoch + 1}: {broken[0]} became {means[broken[0]]}; stopped and restored "
-                               f"the weights from the start of that epoch (try a smaller learning rate)")
+                               f"the weights and optimiser state from the start of that epoch "
+                               f"(try a smaller learning rate)")
             print(f"fit: {history.stopped}", file=sys.stderr)
             break
 

@@ -126,6 +126,20 @@ def test_nan_stops_training_and_keeps_the_last_good_weights(capsys):
     np.testing.assert_allclose(model.w.numpy(), [0.6], rtol=1e-6)
 
 
+def test_nan_stop_restores_the_optimiser_state_too():
+    # Adam's moments see the NaN gradient of the bad epoch; they must be rolled back with the weights.
+    model = Scalar(1.0)
+    ones = np.ones((4, 1), np.float32)
+    opt = Adam(model.parameters(), lr=0.7)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        history = train.fit(model, lambda x: {"loss": F.log(model.w).sum()}, opt, ones, ones,
+                            epochs=10, batch_size=4, verbose=False)
+    assert history.stopped is not None and "optimiser state" in history.stopped
+    assert opt.t == len(history)  # one step per epoch: the bad epoch's step is undone
+    assert np.isfinite(minivae.to_numpy(opt.m[0])).all() and np.isfinite(minivae.to_numpy(opt.v[0])).all()
+    assert np.isfinite(model.w.numpy()).all()
+
+
 def test_metrics_are_read_from_the_device_once_per_epoch(monkeypatch):
     # The number of device-to-host reads must not grow with the number of batches.
     reads = []
