@@ -24,14 +24,13 @@ Writes estimators.png (spread and variance against L) and variances.json, and pr
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from minivae import backend
+from minivae import backend, files, plots
 from minivae.distributions import Normal
 from minivae.estimators import pathwise_grad, score_function_grad
 from minivae.tensor import Tensor
@@ -103,8 +102,7 @@ def main(argv=None) -> dict:
                "replicas": REPLICAS, "seed": args.seed, "exact_variance_at_L1": exact,
                "variance": {name: {str(L): v[2] for L, v in r.items()} for name, r in results.items()},
                "mean": {name: {str(L): v[0] for L, v in r.items()} for name, r in results.items()}}
-    with open(os.path.join(args.out, "variances.json"), "w") as fh:
-        json.dump(summary, fh, indent=2)
+    files.write_json(os.path.join(args.out, "variances.json"), summary)
     print(f"wrote {args.out}/estimators.png and {args.out}/variances.json")
     return summary
 
@@ -129,7 +127,7 @@ def plot(results: dict, exact: dict, path: str) -> None:
     variance.set(xlabel="samples L per estimate", ylabel="variance of the estimate",
                  title="variance (dotted: exact, falls as 1/L)")
     variance.legend(fontsize=8)
-    fig.savefig(path, dpi=110)
+    plots.save_figure(fig, path)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -15,6 +15,7 @@ written to --out: metrics.json, history.csv, checkpoint.npz and five figures.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -39,6 +40,10 @@ DEFAULTS = dict(epochs=200, latent_dim=2, hidden=200, activation="relu", batch_s
                 estimator="analytic", samples=1, posterior="diag", patience=None, seed=0, log_px_samples=1000)
 PRESETS = {"li-turner": dict(hidden=200, activation="softplus", latent_dim=20, lr=5e-4, batch_size=100,
                              log_px_samples=5000)}
+
+
+# the flags that define a run: --resume refuses to continue a run under others
+RECIPE = ("latent_dim", "hidden", "activation", "batch_size", "lr", "estimator", "samples", "posterior", "seed", "limit")
 
 
 def main(argv=None) -> dict:
@@ -84,13 +89,22 @@ def main(argv=None) -> dict:
         return parts
 
     # --- 6. fit(): epochs of shuffled batches, validation, a checkpoint after every epoch -----
-    checkpoint = os.path.join(args.out, "checkpoint.npz")
+    checkpoint, recipe_file = os.path.join(args.out, "checkpoint.npz"), os.path.join(args.out, "recipe.json")
+    recipe = {k: getattr(args, k) for k in RECIPE}
     history = None
     if args.resume:
         if not os.path.isfile(checkpoint):
             raise ValueError(f"--resume: no checkpoint at {checkpoint}; run once without --resume first")
+        with open(recipe_file) as f:
+            saved = json.load(f)
+        for k in RECIPE:  # resuming with another recipe would silently become another run
+            if saved[k] != recipe[k]:
+                raise ValueError(f"--resume: the run in {args.out} has {k} = {saved[k]!r}, not {recipe[k]!r}; "
+                                 "resume with its flags (only --epochs, --patience and the output flags may change)")
         history = train.load_checkpoint(checkpoint, vae, optimizer)
         say(f"resuming {checkpoint} after epoch {len(history)}")
+    else:
+        files.write_json(recipe_file, recipe)
     history = train.fit(vae, loss_fn, optimizer, x_train, x_val, epochs=args.epochs, batch_size=args.batch_size,
                         seed=args.seed, patience=args.patience, verbose=not args.quiet, history=history,
                         step=train_step, on_epoch_end=lambda h: train.save_checkpoint(checkpoint, vae, optimizer, h))

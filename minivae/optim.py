@@ -91,7 +91,10 @@ class Adam(Optimizer):
         m_hat = m / (1 - beta1^t),  v_hat = v / (1 - beta2^t)
         p <- p - lr * m_hat / (sqrt(v_hat) + eps)
 
-    eps defaults to Keras's 1e-7 (the paper and PyTorch use 1e-8).
+    eps defaults to Keras's 1e-7 (the paper and PyTorch use 1e-8). Where eps goes is the
+    paper's and PyTorch's: beside sqrt(v_hat). Keras adds its epsilon to sqrt(v) before
+    the bias correction (the paper's "epsilon hat" form), which in these terms is an eps
+    of 1e-7 / sqrt(1 - beta2^t): about 3e-6 at the first step, tending to 1e-7 later.
     """
 
     def __init__(self, params, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-7):

@@ -75,6 +75,9 @@ def test_resumed_run_equals_uninterrupted_run(data_dir, tmp_path):
     assert read_history(part) == read_history(whole)  # every metric of every epoch, bit for bit
     a, b = (json.loads((p / "metrics.json").read_text()) for p in (whole, part))
     assert a["best_val_elbo"] == b["best_val_elbo"] and a["final_val_loss"] == b["final_val_loss"]
+    changed = run_frey(*flags, "--epochs", "5", "--lr", "0.01", "--out", str(part), "--resume", data_dir=data_dir)
+    assert changed.returncode != 0 and changed.stderr.count("\n") == 1
+    assert "--resume: the run in" in changed.stderr and "has lr = 0.001, not 0.01" in changed.stderr
 
 
 @script
