@@ -12,7 +12,8 @@ Backends
 ``strict``  ``array_api_strict`` on its non-default device ``device1``: a stand-in
             for a GPU in the tests. Like CuPy it refuses implicit conversion to
             NumPy and refuses to mix arrays from two devices, so code that passes
-            on ``strict`` has no hidden host round-trips.
+            on ``strict`` has no hidden conversion to NumPy (``float(x)`` of a
+            0-d array is still allowed, as on CuPy, where it waits for the GPU).
 
 Choose with ``set_backend(name)``, the ``use_backend(name)`` context manager, or
 the ``MINIVAE_BACKEND`` environment variable (read once, at import).
