@@ -473,3 +473,29 @@ def test_dense_and_reshape_errors():
         dense(Tensor(np.zeros((2, 5))))
     with pytest.raises(ValueError, match=r"Reshape: cannot reshape input \(2, 6\) to \(N, 4, 2\)"):
         nn.Reshape((4, 2))(Tensor(np.zeros((2, 6))))
+
+
+@pytest.mark.parametrize("strides", [(2, 1), (1, 3), (3, 2)])
+def test_non_square_strides_against_torch_and_finite_differences(torch, strides):
+    """The hypothesis cases draw one stride for both axes; here the two differ, so a
+    mix-up of the row and column stride would show."""
+    rng = np.random.default_rng(1)
+    x, k = rng.standard_normal((2, 7, 8, 3)), rng.standard_normal((3, 3, 3, 4))  # k >= s: torch's sizes agree
+    out = conv2d(f64(x), f64(k), strides=strides).numpy()
+    expected = torch.nn.functional.conv2d(to_nchw(torch, x), torch.from_numpy(k).permute(3, 2, 0, 1), stride=strides)
+    np.testing.assert_allclose(out, from_nchw(expected), rtol=1e-10, atol=1e-10)
+
+    y = rng.standard_normal(out.shape)  # the transpose maps the 4 channels back to 3 with the same kernel
+    back = conv2d_transpose(f64(y), f64(k), strides=strides).numpy()
+    expected = torch.nn.functional.conv_transpose2d(to_nchw(torch, y), torch.from_numpy(k).permute(3, 2, 0, 1),
+                                                    stride=strides)
+    np.testing.assert_allclose(back, from_nchw(expected), rtol=1e-10, atol=1e-10)
+
+    pooled = max_pool2d(f64(x), (2, 3), strides, "valid").numpy()
+    expected = torch.nn.functional.max_pool2d(to_nchw(torch, x), (2, 3), strides)
+    np.testing.assert_array_equal(pooled, from_nchw(expected))
+
+    small, ks = rng.standard_normal((1, 5, 6, 2)), rng.standard_normal((2, 3, 2, 2))
+    assert gradcheck(lambda a, w: conv2d(a, w, strides=strides, padding="same"), [small, ks])
+    assert gradcheck(lambda a, w: conv2d_transpose(a, w, strides=strides, padding="same"), [small, ks])
+    assert gradcheck(lambda a: max_pool2d(a, (2, 2), strides, "same"), [small])
