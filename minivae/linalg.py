@@ -49,22 +49,31 @@ def _back_substitution(L, g):
 
 def lower_mask(n: int):
     """Boolean (n, n), True on and below the diagonal (the standard has no tril)."""
-    return _constants(backend.get_backend().name, n, "float32")[0]
+    return _lower_mask(backend.get_backend().name, n)
+
+
+# The constant arrays of this file are built on the host once per backend and size (and
+# dtype): rebuilt every step, each would be a host-to-device copy every step on a GPU.
+# `backend_name` is only the cache key; the arrays are made on the current backend.
 
 
 @functools.lru_cache(maxsize=None)
-def _constants(backend_name: str, n: int, dtype: str):
-    """The constant arrays of this file, built on the host once per backend, size and dtype:
-    the lower mask, and fill_tril's placement matrices. Rebuilt every step, they would be
-    a host-to-device copy every step on a GPU. (`backend_name` is the cache key only.)"""
+def _lower_mask(backend_name: str, n: int):
+    return backend.asarray(np.tri(n, dtype=bool))
+
+
+@functools.lru_cache(maxsize=None)
+def _placements(backend_name: str, n: int, dtype: str):
+    """fill_tril's 0/1 matrices: diagonal entry i -> flat index i*n + i, strictly-lower
+    entry k -> its (row, col) in row-major order (1,0), (2,0), (2,1), ..."""
     m = n * (n - 1) // 2
     place_diag = np.zeros((n, n * n))
-    place_diag[np.arange(n), np.arange(n) * (n + 1)] = 1.0  # diag i -> flat index i*n + i
-    rows, cols = np.tril_indices(n, k=-1)  # row-major order: (1,0), (2,0), (2,1), ...
+    place_diag[np.arange(n), np.arange(n) * (n + 1)] = 1.0
+    rows, cols = np.tril_indices(n, k=-1)
     place_lower = np.zeros((m, n * n))
     place_lower[np.arange(m), rows * n + cols] = 1.0
     dt = backend.dtype(dtype)
-    return backend.asarray(np.tri(n, dtype=bool)), backend.asarray(place_diag, dt), backend.asarray(place_lower, dt)
+    return backend.asarray(place_diag, dt), backend.asarray(place_lower, dt)
 
 
 def tril_solve(L, b):
@@ -115,7 +124,7 @@ def fill_tril(diag, strictly_lower):
             f"fill_tril: a {n}x{n} factor has {m} strictly-lower entries, got {strictly_lower.shape[-1]} "
             f"(diagonal of shape {diag.shape}, entries of shape {strictly_lower.shape})"
         )
-    _, place_diag, place_lower = _constants(backend.get_backend().name, n, _dtype_name(diag.dtype))
+    place_diag, place_lower = _placements(backend.get_backend().name, n, _dtype_name(diag.dtype))
     flat = diag @ as_tensor(place_diag)
     if m:
         flat = flat + strictly_lower @ as_tensor(place_lower)
