@@ -25,7 +25,7 @@ import math
 from . import backend
 from . import functional as F
 from .linalg import diagonal, fill_tril, lower_mask, tril_solve
-from .tensor import Tensor, _lift, as_tensor, broadcast_shapes, no_grad
+from .tensor import Tensor, lift, as_tensor, broadcast_shapes, no_grad
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -47,7 +47,7 @@ class Distribution:
 
     def _check_value(self, x, op: str) -> Tensor:
         """`x` as a Tensor whose trailing axes fit the distribution's shape (batch axes broadcast)."""
-        x = _lift(x, self._ref, f"{type(self).__name__}.{op}")
+        x = lift(x, self._ref, f"{type(self).__name__}.{op}")
         event = self.shape[len(self.shape) - self.event_ndim:]
         if x.ndim < self.event_ndim or x.shape[x.ndim - self.event_ndim:] != event:
             raise ValueError(
@@ -62,7 +62,7 @@ class Distribution:
         shape = tuple(sample_shape) + self.shape
         if eps is None:
             return Tensor(backend.normal(shape, self._ref.dtype))
-        eps = _lift(eps, self._ref, f"{type(self).__name__}.rsample")
+        eps = lift(eps, self._ref, f"{type(self).__name__}.rsample")
         if eps.shape[eps.ndim - len(self.shape):] != self.shape or (sample_shape and eps.shape != shape):
             expected = shape if sample_shape else "(sample axes..., " + ", ".join(map(str, self.shape)) + ")"
             raise ValueError(f"{type(self).__name__}.rsample: eps has shape {eps.shape}, expected {expected}")
@@ -91,7 +91,7 @@ class Normal(Distribution):
 
     def __init__(self, loc, scale, event_ndim: int = 1, validate: bool = True):
         loc = as_tensor(loc)
-        scale = _lift(scale, loc, "Normal")
+        scale = lift(scale, loc, "Normal")
         if validate:
             _check_positive("Normal", "scale", scale)
         self._set(loc, scale, F.log(scale), event_ndim)
@@ -100,7 +100,7 @@ class Normal(Distribution):
     def from_log_std(cls, loc, log_std, event_ndim: int = 1) -> "Normal":
         """sigma = exp(log_std): positive by construction, so nothing to check (no host sync)."""
         loc = as_tensor(loc)
-        log_std = _lift(log_std, loc, "Normal.from_log_std")
+        log_std = lift(log_std, loc, "Normal.from_log_std")
         d = cls.__new__(cls)
         d._set(loc, F.exp(log_std), log_std, event_ndim)
         return d
@@ -109,7 +109,7 @@ class Normal(Distribution):
     def from_log_var(cls, loc, log_var, event_ndim: int = 1) -> "Normal":
         """log_var = log sigma^2, so log sigma = 0.5 * log_var (the lecture's z_std = exp(0.5 * z_log_var))."""
         loc = as_tensor(loc)
-        return cls.from_log_std(loc, 0.5 * _lift(log_var, loc, "Normal.from_log_var"), event_ndim)
+        return cls.from_log_std(loc, 0.5 * lift(log_var, loc, "Normal.from_log_var"), event_ndim)
 
     def _set(self, loc: Tensor, scale: Tensor, log_std: Tensor, event_ndim: int) -> None:
         if loc.dtype != scale.dtype:
@@ -171,7 +171,7 @@ class GaussianLikelihood(Normal):
 
     def __init__(self, mean_logits, raw_log_std, log_std_min: float | None = -5.0, event_ndim: int = 1):
         mean_logits = as_tensor(mean_logits)
-        raw_log_std = _lift(raw_log_std, mean_logits, "GaussianLikelihood")
+        raw_log_std = lift(raw_log_std, mean_logits, "GaussianLikelihood")
         if log_std_min is None:
             log_std = raw_log_std
         else:
@@ -195,7 +195,7 @@ class MultivariateNormalTriL(Distribution):
 
     def __init__(self, loc, scale_tril, validate: bool = True, log_diag=None):
         loc = as_tensor(loc)
-        L = _lift(scale_tril, loc, "MultivariateNormalTriL")
+        L = lift(scale_tril, loc, "MultivariateNormalTriL")
         l = loc.shape[-1] if loc.ndim else 0
         if loc.ndim < 1 or L.ndim < 2 or L.shape[-2:] != (l, l):
             raise ValueError(

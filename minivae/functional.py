@@ -2,7 +2,7 @@
 
 Every function takes Tensors (or numbers) and returns a Tensor. The pattern is
 the one of ``tensor.py``: compute ``out``, write ``backward(g)`` as the chain
-rule (g times the local derivative), record both with ``_op``.
+rule (g times the local derivative), record both with ``record``.
 
 Where the textbook formula overflows, the stable form is used and the comment
 says why (sigmoid, softplus, log_sigmoid, logsumexp).
@@ -10,7 +10,7 @@ says why (sigmoid, softplus, log_sigmoid, logsumexp).
 from __future__ import annotations
 
 from . import backend
-from .tensor import Tensor, _axes, _lift, _op, _sum_to, as_tensor, broadcast_shapes
+from .tensor import Tensor, normalize_axes, lift, record, unbroadcast, as_tensor, broadcast_shapes
 
 
 def _xp():
@@ -27,30 +27,30 @@ def log(x):
 
 def log1p(x):
     x = as_tensor(x)
-    return _op(_xp().log1p(x.data), (x,), lambda g: (g / (1 + x.data),), "log1p")
+    return record(_xp().log1p(x.data), (x,), lambda g: (g / (1 + x.data),), "log1p")
 
 
 def sqrt(x):
     x = as_tensor(x)
     out = _xp().sqrt(x.data)
-    return _op(out, (x,), lambda g: (g / (2 * out),), "sqrt")
+    return record(out, (x,), lambda g: (g / (2 * out),), "sqrt")
 
 
 def square(x):
     x = as_tensor(x)
-    return _op(x.data * x.data, (x,), lambda g: (2 * g * x.data,), "square")
+    return record(x.data * x.data, (x,), lambda g: (2 * g * x.data,), "square")
 
 
 def abs(x):  # noqa: A001 - the name learners expect
     x = as_tensor(x)
     xp = _xp()
-    return _op(xp.abs(x.data), (x,), lambda g: (g * xp.sign(x.data),), "abs")  # d|x|/dx = sign(x), 0 at 0
+    return record(xp.abs(x.data), (x,), lambda g: (g * xp.sign(x.data),), "abs")  # d|x|/dx = sign(x), 0 at 0
 
 
 def tanh(x):
     x = as_tensor(x)
     out = _xp().tanh(x.data)
-    return _op(out, (x,), lambda g: (g * (1 - out * out),), "tanh")
+    return record(out, (x,), lambda g: (g * (1 - out * out),), "tanh")
 
 
 def relu(x):
@@ -58,7 +58,7 @@ def relu(x):
     xp = _xp()
     # the slope as a 0/1 mask in x's dtype: a multiply is cheaper than a where over big activations
     slope = xp.astype(x.data > 0, x.dtype)  # the gradient at exactly 0 is taken as 0
-    return _op(xp.maximum(x.data, 0.0), (x,), lambda g: (g * slope,), "relu")
+    return record(xp.maximum(x.data, 0.0), (x,), lambda g: (g * slope,), "relu")
 
 
 def _sigmoid_array(a):
@@ -72,7 +72,7 @@ def _sigmoid_array(a):
 def sigmoid(x):
     x = as_tensor(x)
     out = _sigmoid_array(x.data)
-    return _op(out, (x,), lambda g: (g * out * (1 - out),), "sigmoid")
+    return record(out, (x,), lambda g: (g * out * (1 - out),), "sigmoid")
 
 
 def softplus(x):
@@ -80,7 +80,7 @@ def softplus(x):
     x = as_tensor(x)
     xp = _xp()
     out = xp.maximum(x.data, xp.zeros_like(x.data)) + xp.log1p(xp.exp(-xp.abs(x.data)))
-    return _op(out, (x,), lambda g: (g * _sigmoid_array(x.data),), "softplus")  # d/dx = sigmoid(x)
+    return record(out, (x,), lambda g: (g * _sigmoid_array(x.data),), "softplus")  # d/dx = sigmoid(x)
 
 
 def log_sigmoid(x):
@@ -88,7 +88,7 @@ def log_sigmoid(x):
     x = as_tensor(x)
     xp = _xp()
     out = xp.minimum(x.data, xp.zeros_like(x.data)) - xp.log1p(xp.exp(-xp.abs(x.data)))
-    return _op(out, (x,), lambda g: (g * _sigmoid_array(-x.data),), "log_sigmoid")  # d/dx = sigmoid(-x)
+    return record(out, (x,), lambda g: (g * _sigmoid_array(-x.data),), "log_sigmoid")  # d/dx = sigmoid(-x)
 
 
 def logsumexp(x, axis=-1, keepdims=False):
@@ -96,7 +96,7 @@ def logsumexp(x, axis=-1, keepdims=False):
     maximum so exp never overflows."""
     x = as_tensor(x)
     xp = _xp()
-    axes = _axes(axis, x.ndim, "logsumexp")
+    axes = normalize_axes(axis, x.ndim, "logsumexp")
     m = xp.max(x.data, axis=axes, keepdims=True)
     m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))  # an all -inf row stays -inf, not NaN
     shifted = xp.exp(x.data - m)
@@ -107,22 +107,22 @@ def logsumexp(x, axis=-1, keepdims=False):
         return (xp.reshape(g, kept.shape) * (shifted / total),)  # lose digits when logsumexp is large
 
     out = kept if keepdims else xp.reshape(kept, tuple(n for i, n in enumerate(x.shape) if i not in axes))
-    return _op(out, (x,), backward, "logsumexp")
+    return record(out, (x,), backward, "logsumexp")
 
 
 def maximum(a, b):
     """Elementwise maximum; at a tie the gradient goes to `a`."""
     a = as_tensor(a)
-    b = _lift(b, a, "maximum")
+    b = lift(b, a, "maximum")
     broadcast_shapes(a.shape, b.shape, "maximum")
     xp = _xp()
     a_wins = a.data >= b.data
 
     def backward(g):
         zero = xp.zeros_like(g)
-        return _sum_to(xp.where(a_wins, g, zero), a.shape), _sum_to(xp.where(a_wins, zero, g), b.shape)
+        return unbroadcast(xp.where(a_wins, g, zero), a.shape), unbroadcast(xp.where(a_wins, zero, g), b.shape)
 
-    return _op(xp.maximum(a.data, b.data), (a, b), backward, "maximum")
+    return record(xp.maximum(a.data, b.data), (a, b), backward, "maximum")
 
 
 def clip(x, low=None, high=None):
@@ -135,22 +135,22 @@ def clip(x, low=None, high=None):
     if high is not None:
         inside = inside & (x.data <= high)
     out = xp.clip(x.data, low, high)
-    return _op(out, (x,), lambda g: (xp.where(inside, g, xp.zeros_like(g)),), "clip")
+    return record(out, (x,), lambda g: (xp.where(inside, g, xp.zeros_like(g)),), "clip")
 
 
 def where(condition, a, b):
     """`a` where `condition` holds, else `b`; `condition` is a boolean array (no gradient)."""
     a = as_tensor(a)
-    b = _lift(b, a, "where")
+    b = lift(b, a, "where")
     condition = condition.data if isinstance(condition, Tensor) else condition
     broadcast_shapes(broadcast_shapes(a.shape, b.shape, "where"), tuple(condition.shape), "where")
     xp = _xp()
 
     def backward(g):
         zero = xp.zeros_like(g)
-        return _sum_to(xp.where(condition, g, zero), a.shape), _sum_to(xp.where(condition, zero, g), b.shape)
+        return unbroadcast(xp.where(condition, g, zero), a.shape), unbroadcast(xp.where(condition, zero, g), b.shape)
 
-    return _op(xp.where(condition, a.data, b.data), (a, b), backward, "where")
+    return record(xp.where(condition, a.data, b.data), (a, b), backward, "where")
 
 
 # --- joining and splitting ---------------------------------------------------
@@ -159,7 +159,7 @@ def where(condition, a, b):
 def _same_backend(tensors, op):
     """The inputs as Tensors, refusing a mix of backends (checked against the first)."""
     first = as_tensor(tensors[0])
-    return [first] + [_lift(t, first, op) for t in tensors[1:]]
+    return [first] + [lift(t, first, op) for t in tensors[1:]]
 
 
 def concatenate(tensors, axis=0):
@@ -182,7 +182,7 @@ def concatenate(tensors, axis=0):
         lead = (slice(None),) * axis
         return tuple(g[lead + (slice(lo, hi), ...)] for lo, hi in zip(bounds[:-1], bounds[1:]))
 
-    return _op(xp.concat([t.data for t in tensors], axis=axis), tuple(tensors), backward, "concatenate")
+    return record(xp.concat([t.data for t in tensors], axis=axis), tuple(tensors), backward, "concatenate")
 
 
 def stack(tensors, axis=0):
@@ -197,7 +197,7 @@ def stack(tensors, axis=0):
         lead = (slice(None),) * axis
         return tuple(g[lead + (i, ...)] for i in range(len(tensors)))
 
-    return _op(xp.stack([t.data for t in tensors], axis=axis), tuple(tensors), backward, "stack")
+    return record(xp.stack([t.data for t in tensors], axis=axis), tuple(tensors), backward, "stack")
 
 
 def split(x, sections, axis=-1):
@@ -245,4 +245,4 @@ def pad(x, pad_width, value=0.0):
     middle = tuple(slice(lo, lo + n) for n, (lo, _) in zip(x.shape, pad_width))
     out = backend.full(shape, value, x.dtype)
     out[middle] = x.data
-    return _op(out, (x,), lambda g: (g[middle],), "pad")
+    return record(out, (x,), lambda g: (g[middle],), "pad")

@@ -20,7 +20,7 @@ import numpy as np
 from . import backend
 from . import functional as F
 from .tensor import _float_name as _dtype_name
-from .tensor import _lift, _op, _sum_to, as_tensor, broadcast_shapes
+from .tensor import lift, record, unbroadcast, as_tensor, broadcast_shapes
 
 
 def _forward_substitution(L, b):
@@ -83,7 +83,7 @@ def tril_solve(L, b):
     samples b (S, N, l). Only the lower triangle of L is read.
     """
     L = as_tensor(L)
-    b = _lift(b, L, "tril_solve")
+    b = lift(b, L, "tril_solve")
     if L.ndim < 2 or L.shape[-1] != L.shape[-2] or b.ndim < 1 or b.shape[-1] != L.shape[-1]:
         raise ValueError(f"tril_solve: expected L of shape (..., l, l) and b of shape (..., l), got {L.shape} and {b.shape}")
     broadcast_shapes(L.shape[:-2], b.shape[:-1], "tril_solve")
@@ -97,9 +97,9 @@ def tril_solve(L, b):
         h = _back_substitution(L.data, g)
         gL = -xp.expand_dims(h, axis=-1) * xp.expand_dims(y, axis=-2)
         gL = xp.where(lower_mask(L.shape[-1]), gL, xp.zeros_like(gL))
-        return _sum_to(gL, L.shape), _sum_to(h, b.shape)
+        return unbroadcast(gL, L.shape), unbroadcast(h, b.shape)
 
-    return _op(y, (L, b), backward, "tril_solve")
+    return record(y, (L, b), backward, "tril_solve")
 
 
 def diagonal(L):

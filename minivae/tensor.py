@@ -16,7 +16,7 @@ keep their gradient in ``.grad``; everything else is freed as the walk goes, so
 memory stays flat over thousands of training steps.
 
 Every op below is written the same way: compute the output array, then define
-``backward(g)`` right beside it, then ``_op(...)`` records both.
+``backward(g)`` right beside it, then ``record(...)`` records both.
 """
 from __future__ import annotations
 
@@ -59,9 +59,9 @@ class Tensor:
         self.data = _float_array(data.data if isinstance(data, Tensor) else data, dtype)
         self.grad = None
         self.requires_grad = bool(requires_grad)
-        self._parents: tuple[Tensor, ...] = ()
-        self._backward = None
-        self._op = "leaf"
+        self.parents: tuple[Tensor, ...] = ()
+        self.grad_fn = None
+        self.op = "leaf"
         self._backend = backend.get_backend().name
 
     # --- a few plain properties -------------------------------------------
@@ -77,7 +77,7 @@ class Tensor:
 
     def __repr__(self):
         grad = ", requires_grad=True" if self.requires_grad else ""
-        return f"Tensor(shape={self.shape}, dtype={self.dtype}, op={self._op}{grad})"
+        return f"Tensor(shape={self.shape}, dtype={self.dtype}, op={self.op}{grad})"
 
     def numpy(self) -> np.ndarray:
         """The data as a host (NumPy) array: the one explicit way off the device.
@@ -103,7 +103,7 @@ class Tensor:
                 )
             grad = xp.ones_like(self.data)
         else:
-            grad = _lift(grad, self, "backward").data
+            grad = lift(grad, self, "backward").data
             if tuple(grad.shape) != self.shape:
                 raise ValueError(f"backward(): grad has shape {tuple(grad.shape)}, tensor has {self.shape}")
         if not self.requires_grad:
@@ -114,14 +114,14 @@ class Tensor:
             g = grads.pop(id(node), None)
             if g is None:
                 continue
-            if node._backward is None:  # a leaf: keep (accumulate) its gradient
+            if node.grad_fn is None:  # a leaf: keep (accumulate) its gradient
                 node.grad = g if node.grad is None else node.grad + g
                 continue
-            for parent, pg in zip(node._parents, node._backward(g)):
+            for parent, pg in zip(node.parents, node.grad_fn(g)):
                 if pg is not None and parent.requires_grad:
                     key = id(parent)
                     grads[key] = grads[key] + pg if key in grads else pg
-            node._parents, node._backward = (), _freed  # free the graph behind us
+            node.parents, node.grad_fn = (), _freed  # free the graph behind us
 
     def _topological_order(self) -> list["Tensor"]:
         """Depth-first post-order, with an explicit stack (no recursion limit)."""
@@ -133,37 +133,37 @@ class Tensor:
             elif id(node) not in seen:
                 seen.add(id(node))
                 stack.append((node, True))
-                stack.extend((p, False) for p in node._parents if p.requires_grad)
+                stack.extend((p, False) for p in node.parents if p.requires_grad)
         return order
 
     # --- arithmetic: each forward with its backward ------------------------
     def __add__(self, other):
         a, b = _pair(self, other, "add")
-        return _op(a.data + b.data, (a, b), lambda g: (_sum_to(g, a.shape), _sum_to(g, b.shape)), "add")
+        return record(a.data + b.data, (a, b), lambda g: (unbroadcast(g, a.shape), unbroadcast(g, b.shape)), "add")
 
     def __sub__(self, other):
         a, b = _pair(self, other, "subtract")
-        return _op(a.data - b.data, (a, b), lambda g: (_sum_to(g, a.shape), _sum_to(-g, b.shape)), "subtract")
+        return record(a.data - b.data, (a, b), lambda g: (unbroadcast(g, a.shape), unbroadcast(-g, b.shape)), "subtract")
 
     def __mul__(self, other):
         a, b = _pair(self, other, "multiply")
 
         def backward(g):  # d(ab)/da = b, d(ab)/db = a
-            return _sum_to(g * b.data, a.shape), _sum_to(g * a.data, b.shape)
+            return unbroadcast(g * b.data, a.shape), unbroadcast(g * a.data, b.shape)
 
-        return _op(a.data * b.data, (a, b), backward, "multiply")
+        return record(a.data * b.data, (a, b), backward, "multiply")
 
     def __truediv__(self, other):
         a, b = _pair(self, other, "divide")
         out = a.data / b.data
 
         def backward(g):  # d(a/b)/da = 1/b, d(a/b)/db = -a/b^2 = -out/b
-            return _sum_to(g / b.data, a.shape), _sum_to(-g * out / b.data, b.shape)
+            return unbroadcast(g / b.data, a.shape), unbroadcast(-g * out / b.data, b.shape)
 
-        return _op(out, (a, b), backward, "divide")
+        return record(out, (a, b), backward, "divide")
 
     def __neg__(self):
-        return _op(-self.data, (self,), lambda g: (-g,), "negative")
+        return record(-self.data, (self,), lambda g: (-g,), "negative")
 
     def __pow__(self, p):
         if not isinstance(p, numbers.Real):
@@ -173,7 +173,7 @@ class Tensor:
         def backward(g):  # d(x^p)/dx = p x^(p-1)
             return (g * p * x ** (p - 1),)
 
-        return _op(x**p, (self,), backward, "power")
+        return record(x**p, (self,), backward, "power")
 
     def __matmul__(self, other):
         a, b = _pair(self, other, "matmul", broadcast=False)
@@ -193,52 +193,52 @@ class Tensor:
 
         def backward(g):  # C = AB: dA = g B^T, dB = A^T g (summed over broadcast batch axes)
             # skip the product nobody needs, e.g. the gradient of the input data: a whole matmul
-            ga = _sum_to(xp.matmul(g, xp.matrix_transpose(b.data)), a.shape) if a.requires_grad else None
-            gb = _sum_to(xp.matmul(xp.matrix_transpose(a.data), g), b.shape) if b.requires_grad else None
+            ga = unbroadcast(xp.matmul(g, xp.matrix_transpose(b.data)), a.shape) if a.requires_grad else None
+            gb = unbroadcast(xp.matmul(xp.matrix_transpose(a.data), g), b.shape) if b.requires_grad else None
             return ga, gb
 
-        return _op(xp.matmul(a.data, b.data), (a, b), backward, "matmul")
+        return record(xp.matmul(a.data, b.data), (a, b), backward, "matmul")
 
     __radd__ = __add__
     __rmul__ = __mul__
 
     def __rsub__(self, other):
-        return _lift(other, self, "subtract") - self
+        return lift(other, self, "subtract") - self
 
     def __rtruediv__(self, other):
-        return _lift(other, self, "divide") / self
+        return lift(other, self, "divide") / self
 
     def __rmatmul__(self, other):
-        return _lift(other, self, "matmul") @ self
+        return lift(other, self, "matmul") @ self
 
     # Comparisons give plain boolean arrays: there is no gradient through them.
     # (== and != are left as identity, so tensors can sit in sets and lists.)
     def __lt__(self, other):
-        return self.data < _lift(other, self, "less").data
+        return self.data < lift(other, self, "less").data
 
     def __le__(self, other):
-        return self.data <= _lift(other, self, "less_equal").data
+        return self.data <= lift(other, self, "less_equal").data
 
     def __gt__(self, other):
-        return self.data > _lift(other, self, "greater").data
+        return self.data > lift(other, self, "greater").data
 
     def __ge__(self, other):
-        return self.data >= _lift(other, self, "greater_equal").data
+        return self.data >= lift(other, self, "greater_equal").data
 
     # --- reductions and shape changes --------------------------------------
     def sum(self, axis=None, keepdims=False):
         xp = backend.xp()
-        axes = _axes(axis, self.ndim, "sum")
+        axes = normalize_axes(axis, self.ndim, "sum")
         kept = tuple(1 if i in axes else n for i, n in enumerate(self.shape))
 
         def backward(g):  # every summed element gets the same gradient
             # (added to zeros, not broadcast_to: a leaf's .grad must be a writable array, not a view)
             return (xp.zeros_like(self.data) + xp.reshape(g, kept),)
 
-        return _op(xp.sum(self.data, axis=axes, keepdims=keepdims), (self,), backward, "sum")
+        return record(xp.sum(self.data, axis=axes, keepdims=keepdims), (self,), backward, "sum")
 
     def mean(self, axis=None, keepdims=False):
-        count = int(np.prod([self.shape[i] for i in _axes(axis, self.ndim, "mean")]))
+        count = int(np.prod([self.shape[i] for i in normalize_axes(axis, self.ndim, "mean")]))
         return self.sum(axis, keepdims) / count
 
     def reshape(self, *shape):
@@ -248,7 +248,7 @@ class Tensor:
             out = xp.reshape(self.data, shape)
         except ValueError:
             raise ValueError(f"reshape: cannot reshape {self.shape} ({self.size} elements) to {shape}") from None
-        return _op(out, (self,), lambda g: (xp.reshape(g, self.shape),), "reshape")
+        return record(out, (self,), lambda g: (xp.reshape(g, self.shape),), "reshape")
 
     def transpose(self, *axes):
         axes = tuple(axes[0]) if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
@@ -257,7 +257,7 @@ class Tensor:
             raise ValueError(f"transpose: axes {axes} are not a permutation of the {self.ndim} axes of {self.shape}")
         inverse = tuple(int(i) for i in np.argsort(axes))
         xp = backend.xp()
-        return _op(xp.permute_dims(self.data, axes), (self,), lambda g: (xp.permute_dims(g, inverse),), "transpose")
+        return record(xp.permute_dims(self.data, axes), (self,), lambda g: (xp.permute_dims(g, inverse),), "transpose")
 
     def __getitem__(self, key):
         key = key if isinstance(key, tuple) else (key,)
@@ -274,27 +274,27 @@ class Tensor:
             full[key] = g
             return (full,)
 
-        return _op(self.data[key], (self,), backward, "getitem")
+        return record(self.data[key], (self,), backward, "getitem")
 
     # The two elementwise ops every tensor needs as methods; the rest are in functional.py.
     def exp(self):
         out = backend.xp().exp(self.data)
-        return _op(out, (self,), lambda g: (g * out,), "exp")
+        return record(out, (self,), lambda g: (g * out,), "exp")
 
     def log(self):
-        return _op(backend.xp().log(self.data), (self,), lambda g: (g / self.data,), "log")
+        return record(backend.xp().log(self.data), (self,), lambda g: (g / self.data,), "log")
 
 
 # --- helpers shared by every op ----------------------------------------------
 
 
-def _op(data, parents, backward, name) -> Tensor:
+def record(data, parents, backward, name) -> Tensor:
     """Wrap an op's output, recording `backward` only if some parent needs a gradient."""
     out = Tensor.__new__(Tensor)
-    out.data, out.grad, out._op = data, None, name
+    out.data, out.grad, out.op = data, None, name
     out._backend = parents[0]._backend
     out.requires_grad = _grad_enabled and any(p.requires_grad for p in parents)
-    out._parents, out._backward = (parents, backward) if out.requires_grad else ((), None)
+    out.parents, out.grad_fn = (parents, backward) if out.requires_grad else ((), None)
     return out
 
 
@@ -303,7 +303,7 @@ def as_tensor(x) -> Tensor:
     return x if isinstance(x, Tensor) else Tensor(x)
 
 
-def _lift(x, like: Tensor, op: str) -> Tensor:
+def lift(x, like: Tensor, op: str) -> Tensor:
     """Turn the other operand of a binary op into a Tensor on `like`'s backend and dtype."""
     if isinstance(x, numbers.Real):  # a Python or NumPy number takes the tensor's dtype
         return Tensor(backend.full((), float(x), like.dtype))
@@ -323,7 +323,7 @@ def _lift(x, like: Tensor, op: str) -> Tensor:
 
 
 def _pair(a: Tensor, b, op: str, broadcast: bool = True):
-    b = _lift(b, a, op)
+    b = lift(b, a, op)
     if broadcast:
         broadcast_shapes(a.shape, b.shape, op)
     return a, b
@@ -341,7 +341,7 @@ def broadcast_shapes(s1, s2, op: str = "broadcast") -> tuple:
     return tuple(reversed(out))
 
 
-def _sum_to(g, shape):
+def unbroadcast(g, shape):
     """Undo broadcasting: sum the gradient over every axis the forward stretched."""
     xp = backend.xp()
     extra = g.ndim - len(shape)
@@ -351,7 +351,7 @@ def _sum_to(g, shape):
     return xp.sum(g, axis=stretched, keepdims=True) if stretched else g
 
 
-def _axes(axis, ndim, op: str) -> tuple:
+def normalize_axes(axis, ndim, op: str) -> tuple:
     """`axis` (None, an int or a tuple, negatives allowed) as a tuple of axes in range(ndim)."""
     if axis is None:
         return tuple(range(ndim))

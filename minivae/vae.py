@@ -22,7 +22,7 @@ import math
 from . import functional as F
 from .distributions import Bernoulli, GaussianLikelihood, MultivariateNormalTriL, Normal, StandardNormal, kl_divergence
 from .nn.module import Module
-from .tensor import Tensor, _lift, as_tensor, no_grad
+from .tensor import Tensor, lift, as_tensor, no_grad
 
 LIKELIHOODS = ("gaussian", "bernoulli")
 POSTERIORS = ("diag", "full")
@@ -130,7 +130,7 @@ class VAE(Module):
         x = as_tensor(x)
         q = self.encode(x)
         if eps is not None:
-            eps = _lift(eps, x, "VAE.elbo")
+            eps = lift(eps, x, "VAE.elbo")
             if eps.shape == q.shape and samples == 1:
                 eps = eps.reshape(1, *eps.shape)
             if eps.shape != (samples, *q.shape):

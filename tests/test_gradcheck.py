@@ -9,12 +9,12 @@ import pytest
 
 import minivae.functional as F
 from minivae import GradcheckError, Tensor, backend, gradcheck
-from minivae.tensor import _op
+from minivae.tensor import record
 
 
 def square_missing_factor_2(x):
     """x^2 with a wrong backward: g * x instead of 2 g x."""
-    return _op(x.data * x.data, (x,), lambda g: (g * x.data,), "bad_square")
+    return record(x.data * x.data, (x,), lambda g: (g * x.data,), "bad_square")
 
 
 def square_wrong_at(coordinate):
@@ -23,12 +23,12 @@ def square_wrong_at(coordinate):
         bump = np.zeros(x.shape)
         bump[coordinate] = 1.0
         bump = backend.asarray(bump, dtype=x.dtype)
-        return _op(x.data * x.data, (x,), lambda g: (2 * g * x.data + g * bump,), "bumped_square")
+        return record(x.data * x.data, (x,), lambda g: (2 * g * x.data + g * bump,), "bumped_square")
     return fn
 
 
 def square_off_by(relative):
-    return lambda x: _op(x.data * x.data, (x,), lambda g: (2 * g * x.data * (1 + relative),), "scaled_square")
+    return lambda x: record(x.data * x.data, (x,), lambda g: (2 * g * x.data * (1 + relative),), "scaled_square")
 
 
 def test_passes_correct_gradients_small_and_large():
@@ -95,4 +95,4 @@ def test_leaves_its_inputs_alone():
 def test_an_input_the_output_ignores_has_zero_gradient():
     assert gradcheck(lambda a, b: (a * 2.0).sum(), [np.ones(2), np.ones(3)])
     with pytest.raises(GradcheckError, match="input 0"):  # and a real gradient is not mistaken for zero
-        gradcheck(lambda a: _op(a.data * 2.0, (a,), lambda g: (None,), "no_backward").sum(), [np.ones(2)])
+        gradcheck(lambda a: record(a.data * 2.0, (a,), lambda g: (None,), "no_backward").sum(), [np.ones(2)])

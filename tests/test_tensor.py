@@ -140,8 +140,8 @@ def test_each_node_backward_runs_once():
     y = x * 2.0
     loss = (y * y + y).sum()
     calls = []
-    inner = y._backward
-    y._backward = lambda g: calls.append(to_numpy(g)) or inner(g)
+    inner = y.grad_fn
+    y.grad_fn = lambda g: calls.append(to_numpy(g)) or inner(g)
     loss.backward()
     assert len(calls) == 1
     np.testing.assert_allclose(calls[0], 2 * to_numpy(y.data) + 1)
@@ -260,7 +260,7 @@ def test_no_grad_records_nothing_and_restores_on_exit():
         with no_grad():
             pass
         assert not (w * 2.0).requires_grad  # still off after the nested block
-    assert not out.requires_grad and out._parents == ()
+    assert not out.requires_grad and out.parents == ()
     assert (w * 2.0).requires_grad
     with pytest.raises(ZeroDivisionError):
         with no_grad():
@@ -271,7 +271,7 @@ def test_no_grad_records_nothing_and_restores_on_exit():
 def test_detach_cuts_the_graph():
     w = Tensor([1.0, 2.0], requires_grad=True)
     d = (w * 2.0).detach()
-    assert not d.requires_grad and d._parents == ()
+    assert not d.requires_grad and d.parents == ()
     ((w * 2.0).sum() + (d * w).sum()).backward()
     np.testing.assert_array_equal(grad_of(w), [4.0, 6.0])  # 2 + d, d a constant
 
@@ -297,13 +297,13 @@ def test_dtype_is_kept_through_forward_and_backward(dtype):
     expected = backend.dtype(dtype)
     seen = []
     for node in loss._topological_order():
-        assert node.dtype == expected, node._op
-        if node._backward is not None:  # record what flows through each backward
-            def spy(g, inner=node._backward, name=node._op):
+        assert node.dtype == expected, node.op
+        if node.grad_fn is not None:  # record what flows through each backward
+            def spy(g, inner=node.grad_fn, name=node.op):
                 grads = inner(g)
                 seen.append((name, g.dtype, [pg.dtype for pg in grads if pg is not None]))
                 return grads
-            node._backward = spy
+            node.grad_fn = spy
     loss.backward()
     assert len(seen) > 30
     for name, g_dtype, parent_dtypes in seen:

@@ -7,7 +7,7 @@ right beside it, built from the gather/scatter pair of ``im2col.py``.
 from __future__ import annotations
 
 from .. import backend
-from ..tensor import Tensor, _op
+from ..tensor import Tensor, record
 from .im2col import (
     PADDINGS,
     col2im,
@@ -56,7 +56,7 @@ def conv2d(x: Tensor, kernel: Tensor, bias: Tensor | None = None, strides=(1, 1)
             gx = crop2d(col2im(gcols, padded_size, (kh, kw), strides), pads)
         return (gx, gk) if bias is None else (gx, gk, _sum_rows(g2))
 
-    return _op(xp.reshape(out, (n, oh, ow, f)), parents, backward, "conv2d")
+    return record(xp.reshape(out, (n, oh, ow, f)), parents, backward, "conv2d")
 
 
 def conv2d_transpose(x: Tensor, kernel: Tensor, bias: Tensor | None = None, strides=(1, 1), padding="valid") -> Tensor:
@@ -92,7 +92,7 @@ def conv2d_transpose(x: Tensor, kernel: Tensor, bias: Tensor | None = None, stri
         gk = xp.reshape(xp.matrix_transpose(gcols) @ x2, kernel.shape) if kernel.requires_grad else None
         return (gx, gk) if bias is None else (gx, gk, _sum_rows(xp.reshape(g, (-1, f))))
 
-    return _op(out, parents, backward, "conv2d_transpose")
+    return record(out, parents, backward, "conv2d_transpose")
 
 
 def _sum_rows(g2):
@@ -191,7 +191,7 @@ def max_pool2d(x: Tensor, pool_size=(2, 2), strides=None, padding="valid") -> Te
             gx[key] += g * xp.astype(wins, g.dtype)  # (a product: much faster than where)
         return (crop2d(gx, pads),)
 
-    return _op(out, (x,), backward, "max_pool2d")
+    return record(out, (x,), backward, "max_pool2d")
 
 
 class MaxPool2D(Layer):
@@ -230,7 +230,7 @@ def upsampling2d(x: Tensor, size=(2, 2)) -> Tensor:
             gx = gx + g[key]
         return (gx,)
 
-    return _op(out, (x,), backward, "upsampling2d")
+    return record(out, (x,), backward, "upsampling2d")
 
 
 class UpSampling2D(Layer):
