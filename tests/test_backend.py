@@ -102,7 +102,8 @@ def test_to_numpy_is_the_explicit_way_to_the_host():
 @pytest.mark.backends("strict", "cupy")  # the point of the stand-in: a device refuses implicit conversion
 def test_a_device_refuses_implicit_conversion_to_numpy():
     t = Tensor([1.0, 2.0])
-    with pytest.raises((RuntimeError, TypeError), match="(Can't convert array|Implicit conversion)"):
+    refused = "(Can.t convert array|Can not convert array|Implicit conversion)"  # by version
+    with pytest.raises((RuntimeError, TypeError), match=refused):
         np.asarray(t.data)
 
 
