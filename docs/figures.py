@@ -20,7 +20,17 @@ from matplotlib.patches import Rectangle
 
 import minivae
 from minivae import graph
-from minivae.nn import Conv2D, Conv2DTranspose, Dense, Flatten, MaxPool2D, Module, Reshape, Sequential, UpSampling2D
+from minivae.nn import (
+    Conv2D,
+    Conv2DTranspose,
+    Dense,
+    Flatten,
+    MaxPool2D,
+    Module,
+    Reshape,
+    Sequential,
+    UpSampling2D,
+)
 from minivae.nn.im2col import col2im, conv_output_length, im2col, window_offsets
 
 H = W = 5  # the example image
