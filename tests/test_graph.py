@@ -189,6 +189,16 @@ def test_layers_recording_is_off_outside_its_block():
     assert len(calls) == 1
 
 
+def test_summary_inside_layers_leaves_the_recording_on():
+    model = Sequential([Dense(2)])
+    x = Tensor(backend.normal((1, 3), backend.dtype("float32")))
+    with graph.layers() as calls:
+        model.summary((3,), print_fn=lambda line: None)
+        model(x)
+    assert [type(m).__name__ for m, _, _ in calls] == ["Dense", "Sequential"]
+    assert calls[0][1] == ((x,), {})  # (args, kwargs) of the call
+
+
 # --- the backward walk -----------------------------------------------------------------------
 
 

@@ -100,11 +100,12 @@ class Module:
         Builds the model on zeros of shape (1, *input_shape) if it has no weights yet.
         """
         names = {id(m): name for name, m in self.named_modules()}
-        Module._calls = calls = []
+        previous, Module._calls = Module._calls, []  # (inside graph.layers(), keep its list after)
+        calls = Module._calls
         try:
             self.build(input_shape, dtype)
         finally:
-            Module._calls = None
+            Module._calls = previous
         rows = [("Layer (type)", "Output Shape", "Param #")]
         for m, _inputs, out in calls:
             if next(m.children(), None) is None:  # a layer, not a container of layers
