@@ -152,9 +152,9 @@ def main(argv=None) -> dict:
         batch = train.to_device(x_val[:args.batch_size])
         g, reparameterisation = graph.elbo_graph(vae, batch, args.samples, args.estimator)
         g.backward()
-        vae.zero_grad()
         g.draw(out("elbo_graph.svg"), grads=True, highlight=reparameterisation,
                title="-ELBO of one validation batch: the red box is z = mu + sigma * eps")
+        vae.zero_grad()  # after the picture, which shows each weight's .grad
 
     say(f"best validation ELBO {metrics['best_val_elbo']:.1f} nats (epoch {metrics['best_epoch']}), "
         f"validation log p(x) {val_log_px:.1f} (K={args.log_px_samples}), "
