@@ -374,7 +374,7 @@ def test_frey_graph_flag_writes_the_elbo_graph(data_dir, tmp_path):
         "z = mu + sigma * eps: the reparameterisation",
     } <= texts
     grads = [t for t in texts if t and t.startswith(".grad")]
-    assert len(grads) == 8 and all("||g|| = " in t for t in grads)  # each weight's, after backward()
+    assert len(grads) == 8 and all("||g|| = " in t for t in grads)  # every weight's .grad
     # without dot: one line, exit 1, before the first epoch (no checkpoint)
     empty = tmp_path / "no_dot"
     empty.mkdir()
