@@ -1,10 +1,12 @@
-"""Draw the figures of docs/layers.md from the real im2col and col2im.
+"""Draw the figures of docs/ from the real code.
 
-Every number in the figures comes from running minivae's own code on a small
-image whose pixels hold their own index (0, 1, 2, ...), so what a cell shows is
-where that number was gathered from.
+layers.md: im2col and col2im run on a small image whose pixels hold their own index
+(0, 1, 2, ...), so what a cell shows is where that number was gathered from.
+autodiff.md and backprop-through-sampling.md: the graphs minivae.graph captures from a
+small expression, the Frey VAE's -ELBO and the lecture's CNN autoencoder (drawn by
+Graphviz's `dot`, which must be installed).
 
-    python docs/figures.py          # rewrites docs/im2col_gather.png, im2col_offsets.png, col2im_overlaps.png
+    python docs/figures.py          # rewrites every figure below (FIGURES)
 """
 from __future__ import annotations
 
@@ -17,6 +19,18 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 import minivae
+from minivae import graph
+from minivae.nn import (
+    Conv2D,
+    Conv2DTranspose,
+    Dense,
+    Flatten,
+    MaxPool2D,
+    Module,
+    Reshape,
+    Sequential,
+    UpSampling2D,
+)
 from minivae.nn.im2col import col2im, conv_output_length, im2col, window_offsets
 
 H = W = 5  # the example image
@@ -107,8 +121,81 @@ def figure_overlaps(path: Path) -> None:
     fig.savefig(path, dpi=90)
 
 
+# --- the graphs (minivae.graph) --------------------------------------------------------------
+
+
+def worked_example():
+    """autodiff.md's f = (x y + x)^2 at x = 2, y = 3: its graph, captured, and the walk's text."""
+    x = minivae.Tensor(2.0, requires_grad=True, dtype="float64")
+    y = minivae.Tensor(3.0, requires_grad=True, dtype="float64")
+    u = x * y
+    v = u + x
+    f = v**2
+    g = graph.capture(f, names={"x": x, "y": y, "u": u, "v": v, "f": f})
+    return g, g.backward()
+
+
+def figure_worked_example(path: Path) -> None:
+    g, _ = worked_example()
+    g.draw(path, grads=True, title="f = (x y + x)^2 at x = 2, y = 3")
+
+
+def frey_elbo():
+    """The Frey VAE of examples/frey.py (560 -> 200 -> 2 x 2, 2 -> 200 -> 2 x 560), untrained,
+    on a batch of 100 random 28 x 20 images: its -ELBO's graph after backward()."""
+    minivae.seed(0)
+    encoder = Sequential([Flatten(), Dense(200, "relu"), Dense(4)])
+    decoder = Sequential([Dense(200, "relu"), Dense(2 * 28 * 20)])
+    vae = minivae.VAE(encoder, decoder)
+    x = minivae.Tensor(np.random.default_rng(0).random((100, 28, 20), dtype=np.float32))
+    g, highlight = graph.elbo_graph(vae, x)
+    g.backward()
+    return g, highlight
+
+
+def figure_frey_elbo(path: Path) -> None:
+    g, highlight = frey_elbo()
+    title = "the Frey VAE's -ELBO (loss = nll + kl) after backward(): what every tensor received"
+    g.draw(path, grads=True, highlight=highlight, title=title)
+
+
+class Autoencoder(Module):
+    """examples/fashion_autoencoder.py's Sequential([encoder, decoder]), with named halves."""
+
+    def __init__(self, encoder, decoder):
+        self.encoder, self.decoder = encoder, decoder
+
+    def forward(self, x):
+        return self.decoder(self.encoder(x))
+
+
+def cnn_autoencoder():
+    """The lecture's CNN autoencoder (examples/fashion_autoencoder.py, variant lecture) and its
+    binary cross-entropy on 8 random images, captured by layer, after backward()."""
+    minivae.seed(0)
+    encoder = Sequential([Conv2D(16, 5, activation="relu"), MaxPool2D(2), Conv2D(8, 5, activation="relu"),
+                          Flatten(), Dense(64, activation="relu"), Dense(2)])
+    decoder = Sequential([Dense(64, activation="relu"), Dense(512, activation="relu"), Reshape((8, 8, 8)),
+                          Conv2DTranspose(16, 5, activation="relu"), UpSampling2D(2),
+                          Conv2DTranspose(1, 5, activation="sigmoid")])
+    model = Autoencoder(encoder, decoder)
+    x = minivae.Tensor(np.random.default_rng(0).random((8, 28, 28, 1), dtype=np.float32))
+    with graph.layers() as calls:
+        p = minivae.clip(model(x), 1e-7, 1 - 1e-7)  # the example's binary_crossentropy
+        loss = -(x * minivae.log(p) + (1 - x) * minivae.log(1 - p)).mean()
+    g = graph.capture(loss, model=model, names={"x": x, "loss": loss}, layers=calls)
+    g.backward()
+    return g
+
+
+def figure_cnn_autoencoder(path: Path) -> None:
+    title = "the lecture's CNN autoencoder, one box per layer (collapse=True)"
+    cnn_autoencoder().draw(path, grads=True, collapse=True, title=title)
+
+
 FIGURES = {"im2col_gather.png": figure_gather, "im2col_offsets.png": figure_offsets,
-           "col2im_overlaps.png": figure_overlaps}
+           "col2im_overlaps.png": figure_overlaps, "graph_worked_example.svg": figure_worked_example,
+           "graph_frey_elbo.svg": figure_frey_elbo, "graph_cnn_autoencoder.svg": figure_cnn_autoencoder}
 
 
 def main(out_dir) -> list[str]:

@@ -10,7 +10,7 @@ q(z|x), 3. the decoder p(x|z), 4. the VAE and its ELBO, 5. the training step,
     python examples/frey.py --preset li-turner    # 20 latent dims, softplus, lr 5e-4
 
 The data are found through MINIVAE_DATA (see minivae/datasets.py). Everything is
-written to --out: metrics.json, history.csv, checkpoint.npz and five figures.
+written to --out: metrics.json, history.csv, checkpoint.npz, five figures (--graph: elbo_graph.svg).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from minivae import backend, files, plots, train
+from minivae import backend, files, graph, plots, train
 from minivae.backend import BackendError
 from minivae.datasets import DataError, load_frey_faces, split_train_val
 from minivae.nn import Dense, Flatten, Sequential
@@ -148,6 +148,13 @@ def main(argv=None) -> dict:
         if l == 2:  # Kingma & Welling's Figure 4: decode a grid over the prior's quantiles
             z = Tensor(backend.asarray(plots.normal_quantile_grid(20), dtype=q.loc.dtype))
             plots.manifold(vae.decode(z).mean.numpy(), out("manifold.png"), n=20)
+    if args.graph:  # the -ELBO of one validation batch, and what each tensor got from backward()
+        batch = train.to_device(x_val[:args.batch_size])
+        g, reparameterisation = graph.elbo_graph(vae, batch, args.samples, args.estimator)
+        g.backward()
+        g.draw(out("elbo_graph.svg"), grads=True, highlight=reparameterisation,
+               title="-ELBO of one validation batch: the red box is z = mu + sigma * eps")
+        vae.zero_grad()  # after the picture, which shows each weight's .grad
 
     say(f"best validation ELBO {metrics['best_val_elbo']:.1f} nats (epoch {metrics['best_epoch']}), "
         f"validation log p(x) {val_log_px:.1f} (K={args.log_px_samples}), "
@@ -196,6 +203,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default=os.path.join("runs", "frey"), help="folder for every output (default runs/frey)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz, exactly")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("--graph", action="store_true",
+                   help="also write OUT/elbo_graph.svg, the -ELBO's graph (needs Graphviz's dot)")
     args = p.parse_args(argv)
 
     preset = PRESETS.get(args.preset, {})
@@ -209,6 +218,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--lr must be positive, got {args.lr}")
     if args.patience is not None and args.patience < 0:
         p.error(f"--patience must be 0 or more, got {args.patience}")
+    if args.graph:
+        graph.find_dot("--graph")  # a missing Graphviz is found out now, not after training
     if args.limit is not None and args.limit < 10:
         p.error(f"--limit must be at least 10 (a tenth of it validates), got {args.limit}")
     return args
@@ -217,6 +228,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 if __name__ == "__main__":
     try:
         main()
-    except (DataError, ValueError, BackendError) as e:
+    except (DataError, ValueError, BackendError, graph.GraphvizNotFound) as e:
         message = " ".join(str(e).split())  # one line, whatever the exception held
         sys.exit(f"frey.py: error: {message}")

@@ -5,7 +5,7 @@ distributions.py, vae.py, and backend.py when you run on a GPU (see docs/README.
 
 One ``import minivae as mv`` reaches everything: the tensor ops here, and the
 subpackages ``mv.nn``, ``mv.optim``, ``mv.distributions``, ``mv.vae``, ``mv.train``,
-``mv.datasets``, ``mv.estimators`` and ``mv.linalg``.
+``mv.datasets``, ``mv.estimators``, ``mv.linalg`` and ``mv.graph`` (pictures of the graph).
 """
 from .backend import BackendError, get_backend, seed, set_backend, to_numpy, use_backend
 from .functional import (
@@ -34,7 +34,7 @@ from .gradcheck import GradcheckError, gradcheck
 from .tensor import Tensor, as_tensor, no_grad
 
 # The subpackages, after the engine they are built on (so `mv.optim.Adam` works).
-from . import datasets, distributions, estimators, linalg, nn, optim, train, vae
+from . import datasets, distributions, estimators, graph, linalg, nn, optim, train, vae
 from .optim import SGD, Adam
 from .train import evaluate, fit
 from .vae import VAE

@@ -89,10 +89,12 @@ class Tensor:
         return Tensor(self.data)
 
     # --- backward ----------------------------------------------------------
-    def backward(self, grad=None) -> None:
+    def backward(self, grad=None, visit=None) -> None:
         """Fill ``.grad`` of every leaf this tensor depends on with d(self)/d(leaf).
 
         Gradients accumulate: call ``zero_grad()`` (or set ``.grad = None``) between steps.
+        ``visit(tensor, g)``, if given, is called at each step of the walk with the tensor
+        reached and its whole gradient (minivae/graph.py prints the walk with it).
         """
         xp = backend.xp()
         if grad is None:
@@ -114,6 +116,8 @@ class Tensor:
             g = grads.pop(id(node), None)
             if g is None:
                 continue
+            if visit is not None:
+                visit(node, g)
             if node.grad_fn is None:  # a leaf: keep (accumulate) its gradient
                 node.grad = g if node.grad is None else node.grad + g
                 continue

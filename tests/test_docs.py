@@ -13,7 +13,7 @@
 * Every ``python <script> --flags`` command in a ```bash block names a script that
   exists and flags it defines (examples are parsed with their own ``parse_args``).
 * docs/README.md's line counts are within 10% of the files', and it lists every file.
-* The figures are made by docs/figures.py, and the PNGs under docs/ are small.
+* The figures are made by docs/figures.py (the graphs need Graphviz), and the PNGs are small.
 """
 import ast
 import doctest
@@ -21,10 +21,12 @@ import importlib
 import importlib.util
 import re
 import shlex
+import shutil
 import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import need
 
 import minivae
 
@@ -266,6 +268,8 @@ def test_reading_order_lists_every_file():
 
 
 def test_figures_are_made_by_the_script_and_small(tmp_path):
+    if shutil.which("dot") is None:  # the graph pictures are drawn by Graphviz
+        need("Graphviz's dot", "apt-get install graphviz (CI installs it in .ci/run)")
     spec = importlib.util.spec_from_file_location("docs_figures", DOCS / "figures.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

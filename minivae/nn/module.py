@@ -19,12 +19,14 @@ from ..tensor import Tensor, no_grad
 
 class Module:
     training = True
-    _calls = None  # while summary() runs: the (module, output) of every call, in order
+    # while summary() or minivae.graph.layers() runs: (module, inputs, output) of every call,
+    # in the order the calls finish (a layer before the Sequential around it)
+    _calls = None
 
     def __call__(self, *args, **kwargs):
         out = self.forward(*args, **kwargs)
         if Module._calls is not None:
-            Module._calls.append((self, out))
+            Module._calls.append((self, (args, kwargs), out))
         return out
 
     def forward(self, *args, **kwargs):
@@ -98,13 +100,14 @@ class Module:
         Builds the model on zeros of shape (1, *input_shape) if it has no weights yet.
         """
         names = {id(m): name for name, m in self.named_modules()}
-        Module._calls = calls = []
+        previous, Module._calls = Module._calls, []  # (inside graph.layers(), keep its list after)
+        calls = Module._calls
         try:
             self.build(input_shape, dtype)
         finally:
-            Module._calls = None
+            Module._calls = previous
         rows = [("Layer (type)", "Output Shape", "Param #")]
-        for m, out in calls:
+        for m, _inputs, out in calls:
             if next(m.children(), None) is None:  # a layer, not a container of layers
                 rows.append((f"{names.get(id(m), '?')} ({type(m).__name__})", _shape_text(out), f"{m.count_params():,}"))
         widths = [max(len(row[i]) for row in rows) + 2 for i in range(3)]
