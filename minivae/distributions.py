@@ -78,6 +78,12 @@ class Distribution:
         return eps
 
 
+def check_count(who: str, what: str, n) -> None:
+    """Refuse anything but a positive int as a count (samples, chunk sizes, draws)."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"{who}: {what} must be a positive integer, got {n!r}")
+
+
 def _check_positive(who: str, what: str, t: Tensor) -> None:
     """Refuse non-positive values. This reads a value back to the host (a sync on a GPU), so it is
     done only on scales a user passes in, never on scales made by exp() inside training."""

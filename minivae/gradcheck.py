@@ -84,7 +84,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0) -> bool:
 
 def _float64_leaf(x, i) -> Tensor:
     data = x.data if isinstance(x, Tensor) else x
-    if not hasattr(data, "dtype") or str(data.dtype).split(".")[-1] != "float64":
+    if backend.float_name(getattr(data, "dtype", None)) != "float64":
         raise TypeError(
             f"gradcheck: input {i} has dtype {getattr(data, 'dtype', type(data).__name__)}; "
             "finite differences need float64 (in float32 the rounding error of f(x+eps) - f(x-eps) "

@@ -343,7 +343,7 @@ def lift(x, like: Tensor, op: str) -> Tensor:
         if x._backend != like._backend:
             raise TypeError(f"{op}: mixing tensors from backends {like._backend!r} and {x._backend!r}")
         if x.dtype != like.dtype:  # promotion would silently turn a float32 model into float64
-            raise TypeError(f"{op}: mixing {_float_name(like.dtype)} and {_float_name(x.dtype)}; "
+            raise TypeError(f"{op}: mixing {backend.float_name(like.dtype)} and {backend.float_name(x.dtype)}; "
                             "convert one explicitly, e.g. Tensor(x, dtype=\"float32\")")
         return x
     raise TypeError(
@@ -441,19 +441,13 @@ def _float_array(data, dtype):
 
     A float32/float64 array keeps its dtype; numbers, lists and integer arrays become
     float32; ``dtype="float32"|"float64"`` forces one. Data from the host, another
-    backend or another device is moved here: the one explicit door onto the device.
+    backend or another device is moved here through backend.asarray (the one door).
     """
     if dtype is None:
-        dtype = _float_name(getattr(data, "dtype", None)) or "float32"
-    elif _float_name(dtype) is None:
+        dtype = backend.float_name(getattr(data, "dtype", None)) or "float32"
+    elif backend.float_name(dtype) is None:
         raise TypeError(f"Tensor: dtype must be 'float32' or 'float64', got {dtype!r}")
-    dtype = backend.dtype(_float_name(dtype))
+    dtype = backend.dtype(backend.float_name(dtype))
     if not backend.is_array(data):
         data = backend.asarray(backend.to_numpy(data) if hasattr(data, "dtype") else data, dtype=dtype)
     return data if data.dtype == dtype else backend.xp().astype(data, dtype)
-
-
-def _float_name(dtype):
-    """'float32' or 'float64' for such a dtype of any backend (or its name), else None."""
-    name = str(dtype).split(".")[-1]
-    return name if name in ("float32", "float64") else None

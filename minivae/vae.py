@@ -19,10 +19,19 @@ from __future__ import annotations
 
 import math
 
+from . import backend
 from . import functional as F
-from .distributions import Bernoulli, GaussianLikelihood, MultivariateNormalTriL, Normal, StandardNormal, kl_divergence
+from .distributions import (
+    Bernoulli,
+    GaussianLikelihood,
+    MultivariateNormalTriL,
+    Normal,
+    StandardNormal,
+    check_count,
+    kl_divergence,
+)
 from .nn.module import Module
-from .tensor import Tensor, lift, as_tensor, no_grad
+from .tensor import Tensor, as_tensor, lift, no_grad
 
 LIKELIHOODS = ("gaussian", "bernoulli")
 POSTERIORS = ("diag", "full")
@@ -88,7 +97,7 @@ class VAE(Module):
             mu, log_diag, lower = F.split(h, [l, l, l * (l - 1) // 2], axis=-1)
             q = MultivariateNormalTriL.from_log_diag(mu, log_diag, lower)
         if self._default_prior and (self.prior is None or self.prior.loc.dtype != h.dtype):
-            self.prior = StandardNormal(l, dtype=str(h.dtype).split(".")[-1])  # 'float32' or 'float64'
+            self.prior = StandardNormal(l, dtype=backend.float_name(h.dtype))
         if self.prior.shape[-1] != l:
             raise ValueError(f"VAE.encode: the encoder gives a {l}-dimensional latent, the prior has shape {self.prior.shape}")
         self.x_shape = x.shape[1:]
@@ -126,7 +135,7 @@ class VAE(Module):
         """
         if estimator not in ESTIMATORS:
             raise ValueError(f"VAE.elbo: unknown estimator {estimator!r}; expected one of {ESTIMATORS}")
-        _check_count("VAE.elbo", "samples", samples)
+        check_count("VAE.elbo", "samples", samples)
         x = as_tensor(x)
         q = self.encode(x)
         if eps is not None:
@@ -153,8 +162,8 @@ class VAE(Module):
         log p(x), and it tightens as K grows (Burda et al. 2016). Computed under
         no_grad, `chunk` draws at a time, so K = 5000 fits in memory.
         """
-        _check_count("VAE.log_marginal", "samples", samples)
-        _check_count("VAE.log_marginal", "chunk", chunk)
+        check_count("VAE.log_marginal", "samples", samples)
+        check_count("VAE.log_marginal", "chunk", chunk)
         with no_grad():
             x = as_tensor(x)
             q = self.encode(x)
@@ -167,7 +176,7 @@ class VAE(Module):
 
     def sample(self, n: int, x_shape=None) -> Tensor:
         """The decoded means of n draws from the prior, shape (n, *x_shape)."""
-        _check_count("VAE.sample", "n", n)
+        check_count("VAE.sample", "n", n)
         if self.prior is None:
             raise ValueError("VAE.sample: the latent size is not known yet; call the VAE on data first or pass prior=")
         with no_grad():
@@ -178,8 +187,3 @@ def _full_latent_dim(k: int):
     """l with 2l + l(l-1)/2 = l(l+3)/2 = k, or None."""
     l = (math.isqrt(9 + 8 * k) - 3) // 2
     return l if l >= 1 and l * (l + 3) // 2 == k else None
-
-
-def _check_count(who: str, what: str, n) -> None:
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"{who}: {what} must be a positive integer, got {n!r}")

@@ -107,8 +107,8 @@ class _Conv(Layer):
     def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None):
         super().__init__(activation)
         self.filters = int(filters)
-        self.kernel_size = _pair(kernel_size, "kernel_size", self)
-        self.strides = _pair(strides, "strides", self)
+        self.kernel_size = _size_pair(kernel_size, "kernel_size", self)
+        self.strides = _size_pair(strides, "strides", self)
         self.padding = _padding(padding, self)
         self.kernel = self.bias = None
 
@@ -199,8 +199,8 @@ class MaxPool2D(Layer):
 
     def __init__(self, pool_size=2, strides=None, padding="valid"):
         super().__init__()
-        self.pool_size = _pair(pool_size, "pool_size", self)
-        self.strides = _pair(strides, "strides", self) if strides is not None else self.pool_size
+        self.pool_size = _size_pair(pool_size, "pool_size", self)
+        self.strides = _size_pair(strides, "strides", self) if strides is not None else self.pool_size
         self.padding = _padding(padding, self)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -238,7 +238,7 @@ class UpSampling2D(Layer):
 
     def __init__(self, size=2):
         super().__init__()
-        self.size = _pair(size, "size", self)
+        self.size = _size_pair(size, "size", self)
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, 4)
@@ -248,7 +248,7 @@ class UpSampling2D(Layer):
 # --- argument checks ----------------------------------------------------------
 
 
-def _pair(value, what: str, layer) -> tuple[int, int]:
+def _size_pair(value, what: str, layer) -> tuple[int, int]:
     """An int or a pair of positive ints, as Keras accepts for sizes and strides."""
     pair = (value, value) if isinstance(value, int) else tuple(value)
     if len(pair) != 2 or not all(isinstance(v, int) and v >= 1 for v in pair):
