@@ -25,7 +25,7 @@ import math
 from . import backend
 from . import functional as F
 from .linalg import diagonal, fill_tril, lower_mask, tril_solve
-from .tensor import Tensor, lift, as_tensor, broadcast_shapes, no_grad
+from .tensor import Tensor, as_tensor, broadcast_shapes, lift, no_grad
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -117,14 +117,14 @@ class Normal(Distribution):
         self._set_shape(broadcast_shapes(loc.shape, scale.shape, "Normal"), event_ndim, "loc/scale")
 
     @staticmethod
-    def from_log_std(loc, log_std, event_ndim: int = 1) -> "Normal":
+    def from_log_std(loc, log_std, event_ndim: int = 1) -> Normal:
         """sigma = exp(log_std): positive by construction, so nothing to check (no host sync)."""
         loc = as_tensor(loc)
         log_std = lift(log_std, loc, "Normal.from_log_std")
         return Normal(loc, F.exp(log_std), event_ndim, validate=False, log_std=log_std)
 
     @staticmethod
-    def from_log_var(loc, log_var, event_ndim: int = 1) -> "Normal":
+    def from_log_var(loc, log_var, event_ndim: int = 1) -> Normal:
         """log_var = log sigma^2, so log sigma = 0.5 * log_var (the lecture's z_std = exp(0.5 * z_log_var))."""
         loc = as_tensor(loc)
         return Normal.from_log_std(loc, 0.5 * lift(log_var, loc, "Normal.from_log_var"), event_ndim)
@@ -219,7 +219,7 @@ class MultivariateNormalTriL(Distribution):
         self.shape = broadcast_shapes(loc.shape, L.shape[:-1], "MultivariateNormalTriL")
 
     @classmethod
-    def from_log_diag(cls, loc, log_diag, strictly_lower) -> "MultivariateNormalTriL":
+    def from_log_diag(cls, loc, log_diag, strictly_lower) -> MultivariateNormalTriL:
         """L with diagonal exp(log_diag) and the strictly-lower entries row by row (see linalg.fill_tril)."""
         L = fill_tril(F.exp(log_diag), strictly_lower)
         return cls(loc, L, validate=False, log_diag=as_tensor(log_diag))

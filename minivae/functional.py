@@ -10,7 +10,7 @@ says why (sigmoid, softplus, log_sigmoid, logsumexp).
 from __future__ import annotations
 
 from . import backend
-from .tensor import Tensor, normalize_axes, lift, record, unbroadcast, as_tensor, broadcast_shapes
+from .tensor import Tensor, as_tensor, broadcast_shapes, lift, normalize_axes, record, unbroadcast
 
 
 def _xp():

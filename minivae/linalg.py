@@ -56,12 +56,12 @@ def lower_mask(n: int):
 # `backend_name` is only the cache key; the arrays are made on the current backend.
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _lower_mask(backend_name: str, n: int):
     return backend.asarray(np.tri(n, dtype=bool))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _placements(backend_name: str, n: int, dtype: str):
     """fill_tril's 0/1 matrices: diagonal entry i -> flat index i*n + i, strictly-lower
     entry k -> its (row, col) in row-major order (1,0), (2,0), (2,1), ..."""

@@ -87,7 +87,7 @@ class Tensor:
         (On the numpy backend it is the tensor's own array, not a copy.)"""
         return backend.to_numpy(self.data)
 
-    def detach(self) -> "Tensor":
+    def detach(self) -> Tensor:
         """The same data, cut off from the graph."""
         return Tensor(self.data)
 
@@ -133,7 +133,7 @@ class Tensor:
             )
         return grad
 
-    def _topological_order(self) -> list["Tensor"]:
+    def _topological_order(self) -> list[Tensor]:
         """Depth-first post-order, with an explicit stack (no recursion limit)."""
         order, seen, stack = [], set(), [(self, False)]
         while stack:

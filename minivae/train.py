@@ -83,7 +83,7 @@ class History:
                            "seed": self.seed, "stopped": self.stopped})
 
     @classmethod
-    def from_json(cls, text: str, best_weights=None) -> "History":
+    def from_json(cls, text: str, best_weights=None) -> History:
         return cls(**json.loads(text), best_weights=best_weights)
 
     def to_csv(self) -> str:

@@ -10,7 +10,13 @@ from hypothesis import strategies as st
 import minivae
 from minivae import Tensor, gradcheck, nn
 from minivae.nn import conv2d, conv2d_transpose, max_pool2d, upsampling2d
-from minivae.nn.im2col import col2im, conv_output_length, deconv_output_length, im2col, padding_amounts
+from minivae.nn.im2col import (
+    col2im,
+    conv_output_length,
+    deconv_output_length,
+    im2col,
+    padding_amounts,
+)
 
 # --- the rules, restated plainly (TensorFlow's, which Keras uses) ----------------
 

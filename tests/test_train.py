@@ -3,9 +3,8 @@ import numpy as np
 import pytest
 
 import minivae
-from minivae import backend
+from minivae import backend, train
 from minivae import functional as F
-from minivae import train
 from minivae.nn import Dense, Module, Sequential
 from minivae.optim import SGD, Adam
 from minivae.tensor import Tensor

@@ -21,7 +21,6 @@ from .im2col import (
 )
 from .layers import Layer, check_input, glorot_uniform, zeros
 
-
 # --- convolution --------------------------------------------------------------
 
 
