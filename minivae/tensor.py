@@ -59,13 +59,15 @@ class Tensor:
     __array_ufunc__ = None
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
-        self.data = _float_array(data.data if isinstance(data, Tensor) else data, dtype)
-        self.grad = None
-        self.requires_grad = bool(requires_grad)
-        self.parents: tuple[Tensor, ...] = ()
-        self.grad_fn = None
-        self.op = "leaf"
-        self._backend = backend.get_backend().name
+        data = _float_array(data.data if isinstance(data, Tensor) else data, dtype)
+        self._set(data, bool(requires_grad), (), None, "leaf", backend.get_backend().name)
+
+    def _set(self, data, requires_grad, parents, grad_fn, op, backend_name) -> None:
+        """Every field a Tensor has, set in this one place (by __init__ and by record)."""
+        self.data, self.grad, self.requires_grad = data, None, requires_grad
+        self.parents: tuple[Tensor, ...] = parents
+        self.grad_fn, self.op = grad_fn, op
+        self._backend = backend_name
 
     # --- a few plain properties -------------------------------------------
     shape = property(lambda self: tuple(self.data.shape))
@@ -321,10 +323,11 @@ def record(data, parents, backward, name: str) -> Tensor:
     The graph is recorded only if some parent requires a gradient and recording is on
     (not inside ``no_grad()``); otherwise the output is a constant.
     """
-    out = Tensor(data)
-    out.op = name
+    out = Tensor.__new__(Tensor)  # not Tensor(data): `data` is an op's output, already on the device
     if _grad_enabled and any(p.requires_grad for p in parents):
-        out.requires_grad, out.parents, out.grad_fn = True, tuple(parents), backward
+        out._set(data, True, tuple(parents), backward, name, parents[0]._backend)
+    else:
+        out._set(data, False, (), None, name, parents[0]._backend)
     return out
 
 

@@ -13,5 +13,14 @@ from .conv import (
     max_pool2d,
     upsampling2d,
 )
-from .layers import Dense, Flatten, Layer, Reshape, Sequential, get_activation
+from .layers import (
+    INITIALIZERS,
+    Dense,
+    Flatten,
+    Layer,
+    Reshape,
+    Sequential,
+    get_activation,
+    get_initializer,
+)
 from .module import Module

@@ -19,7 +19,7 @@ from .im2col import (
     padding_amounts,
     window_offsets,
 )
-from .layers import Layer, check_input, glorot_uniform, zeros
+from .layers import Layer, check_input, get_initializer, make_weights
 
 # --- convolution --------------------------------------------------------------
 
@@ -103,8 +103,11 @@ def _sum_rows(g2):
 class _Conv(Layer):
     """What Conv2D and Conv2DTranspose share: arguments, lazy weights, input checks."""
 
-    def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None):
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros"):
         super().__init__(activation)
+        self.kernel_initializer = get_initializer(kernel_initializer)
+        self.bias_initializer = get_initializer(bias_initializer)
         self.filters = int(filters)
         self.kernel_size = _size_pair(kernel_size, "kernel_size", self)
         self.strides = _size_pair(strides, "strides", self)
@@ -113,11 +116,7 @@ class _Conv(Layer):
 
     def _build(self, x: Tensor) -> None:
         check_input(self, x, 4)
-        kh, kw = self.kernel_size
-        c, f = x.shape[-1], self.filters
-        # Keras's fans for every conv kernel: receptive field times the kernel's last two axes
-        self.kernel = glorot_uniform(self._kernel_shape(c), kh * kw * c, kh * kw * f, x.dtype)
-        self.bias = zeros((f,), x.dtype)
+        self.kernel, self.bias = make_weights(self, self._kernel_shape(x.shape[-1]), self.filters, x.dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.kernel is None:
@@ -127,7 +126,8 @@ class _Conv(Layer):
 
 
 class Conv2D(_Conv):
-    """Convolution: (N, H, W, C) -> (N, oh, ow, filters), kernel (kh, kw, C, filters)."""
+    """Convolution: (N, H, W, C) -> (N, oh, ow, filters), kernel (kh, kw, C, filters)
+    (PyTorch's nn.Conv2d weight (filters, C, kh, kw) permuted by (2, 3, 1, 0))."""
 
     def _kernel_shape(self, c):
         return (*self.kernel_size, c, self.filters)
@@ -143,7 +143,8 @@ class Conv2D(_Conv):
 
 
 class Conv2DTranspose(_Conv):
-    """Transposed convolution: (N, h, w, C) -> (N, H, W, filters), kernel (kh, kw, filters, C)."""
+    """Transposed convolution: (N, h, w, C) -> (N, H, W, filters), kernel (kh, kw, filters, C)
+    (PyTorch's nn.ConvTranspose2d weight (C, filters, kh, kw) permuted by (2, 3, 1, 0))."""
 
     def _kernel_shape(self, c):
         return (*self.kernel_size, self.filters, c)
