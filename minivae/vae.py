@@ -204,8 +204,9 @@ class VAE(Module):
             check_count("VAE.log_marginal", "batch_size", batch_size)
         with no_grad():
             x = as_tensor(x)
-            rows = x.shape[0] if batch_size is None else batch_size
-            parts = [self._log_marginal(x[i:i + rows], samples, chunk) for i in range(0, x.shape[0], rows)]
+            n = x.shape[0]
+            rows = n if batch_size is None else batch_size
+            parts = [self._log_marginal(x[i:min(i + rows, n)], samples, chunk) for i in range(0, n, rows)]
             return parts[0] if len(parts) == 1 else F.concatenate(parts)
 
     def _log_marginal(self, x: Tensor, samples: int, chunk: int) -> Tensor:
