@@ -123,7 +123,8 @@ def fill_tril(diag, strictly_lower):
             f"fill_tril: a {n}x{n} factor has {m} strictly-lower entries, got {strictly_lower.shape[-1]} "
             f"(diagonal of shape {diag.shape}, entries of shape {strictly_lower.shape})"
         )
-    place_diag, place_lower = _placements(backend.get_backend().name, n, backend.float_name(diag.dtype))
+    dtype = backend.float_name(diag.dtype)
+    place_diag, place_lower = _placements(backend.get_backend().name, n, dtype)
     flat = diag @ as_tensor(place_diag)
     if m:
         flat = flat + strictly_lower @ as_tensor(place_lower)

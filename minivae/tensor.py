@@ -323,7 +323,7 @@ def record(data, parents, backward, name: str) -> Tensor:
     The graph is recorded only if some parent requires a gradient and recording is on
     (not inside ``no_grad()``); otherwise the output is a constant.
     """
-    out = Tensor.__new__(Tensor)  # not Tensor(data): `data` is an op's output, already on the device
+    out = Tensor.__new__(Tensor)  # not Tensor(data): an op's output is on the device already
     if _grad_enabled and any(p.requires_grad for p in parents):
         out._set(data, True, tuple(parents), backward, name, parents[0]._backend)
     else:
@@ -346,7 +346,8 @@ def lift(x, like: Tensor, op: str) -> Tensor:
         if x._backend != like._backend:
             raise TypeError(f"{op}: mixing tensors from backends {like._backend!r} and {x._backend!r}")
         if x.dtype != like.dtype:  # promotion would silently turn a float32 model into float64
-            raise TypeError(f"{op}: mixing {backend.float_name(like.dtype)} and {backend.float_name(x.dtype)}; "
+            mixed = f"{backend.float_name(like.dtype)} and {backend.float_name(x.dtype)}"
+            raise TypeError(f"{op}: mixing {mixed}; "
                             "convert one explicitly, e.g. Tensor(x, dtype=\"float32\")")
         return x
     raise TypeError(

@@ -57,7 +57,8 @@ class History:
     """What fit() has seen, one entry per finished epoch.
 
     ``metrics["loss"]``, ``metrics["val_kl"]``, ...: the epoch's per-example mean of each
-    metric; ``seconds``: each epoch's training time (the validation pass excluded); ``seed``: the seed the run's epochs draw from;
+    metric; ``seconds``: each epoch's training time (the validation pass excluded);
+    ``seed``: the seed the run's epochs draw from;
     ``best_weights``: host copies of the weights at the best epoch so far (kept only
     with early stopping); ``stopped``: why fit stopped before its last epoch, or None.
     """
@@ -145,7 +146,8 @@ def _validation_sums(model, loss_fn, x: np.ndarray, batch_size: int, prefix: str
     return sums
 
 
-def evaluate(model, loss_fn, x: np.ndarray, batch_size: int = 100, reduction: str = "mean") -> dict[str, float]:
+def evaluate(model, loss_fn, x: np.ndarray, batch_size: int = 100,
+             reduction: str = "mean") -> dict[str, float]:
     """The per-example mean of every metric of loss_fn over `x`, in evaluation mode, without
     gradients (`reduction` as in fit)."""
     _check_reduction("evaluate", reduction)
@@ -226,7 +228,8 @@ def fit(model, loss_fn, optimizer, x_train: np.ndarray, x_val: np.ndarray | None
         means = _read_means(train)  # the read waits for the device, so the time is the real one
         seconds = time.perf_counter() - start
         if x_val is not None:
-            means.update(_read_means(_validation_sums(model, loss_fn, x_val, batch_size, "val_", reduction)))
+            val = _validation_sums(model, loss_fn, x_val, batch_size, "val_", reduction)
+            means.update(_read_means(val))
 
         broken = [k for k, v in means.items() if not math.isfinite(v)]
         if broken:

@@ -101,11 +101,17 @@ class VAE(Module):
         if isinstance(h, (tuple, list)):
             return self._posterior_heads(list(h), x_shape)
         if h.ndim != 2:
-            raise ValueError(f"VAE.encode: the encoder must return (N, k), got {h.shape} for x of shape {x_shape}")
+            raise ValueError(
+                f"VAE.encode: the encoder must return (N, k), got {h.shape} "
+                f"for x of shape {x_shape}"
+            )
         k = h.shape[1]
         if self.posterior == "diag":
             if k % 2:
-                raise ValueError(f"VAE.encode: a 'diag' posterior needs the encoder to return (N, 2l) = [mu, log_var], got {h.shape}")
+                raise ValueError(
+                    "VAE.encode: a 'diag' posterior needs the encoder to return (N, 2l) = "
+                    f"[mu, log_var], got {h.shape}"
+                )
             return F.split(h, 2, axis=-1)
         l = _full_latent_dim(k)
         if l is None:
@@ -120,13 +126,13 @@ class VAE(Module):
         names = "(mu, log_var)" if self.posterior == "diag" else "(mu, log_diag, strictly_lower)"
         shapes = [getattr(t, "shape", type(t).__name__) for t in heads]
         if len(heads) != len(names.split(",")) or not all(isinstance(t, Tensor) for t in heads):
-            raise ValueError(f"VAE.encode: a {self.posterior!r} posterior's encoder returns one (N, k) "
-                             f"Tensor or the Tensors {names}; got {shapes}")
+            raise ValueError(f"VAE.encode: a {self.posterior!r} posterior's encoder returns one "
+                             f"(N, k) Tensor or the Tensors {names}; got {shapes}")
         l = heads[0].shape[-1] if heads[0].ndim == 2 else 0
         expected = [(x_shape[0], l), (x_shape[0], l), (x_shape[0], l * (l - 1) // 2)][: len(heads)]
         if l == 0 or [t.shape for t in heads] != expected:
-            raise ValueError(f"VAE.encode: the encoder's {names} have shapes {shapes}; for x of shape "
-                             f"{x_shape} expected {expected}")
+            raise ValueError(f"VAE.encode: the encoder's {names} have shapes {shapes}; "
+                             f"for x of shape {x_shape} expected {expected}")
         return heads
 
     def decode(self, z, x_shape=None):
@@ -166,7 +172,9 @@ class VAE(Module):
         if estimator not in ESTIMATORS:
             raise ValueError(f"VAE.elbo: unknown estimator {estimator!r}; expected one of {ESTIMATORS}")
         if reduction not in REDUCTIONS:
-            raise ValueError(f"VAE.elbo: unknown reduction {reduction!r}; expected one of {REDUCTIONS}")
+            raise ValueError(
+                f"VAE.elbo: unknown reduction {reduction!r}; expected one of {REDUCTIONS}"
+            )
         check_count("VAE.elbo", "samples", samples)
         x = as_tensor(x)
         q = self.encode(x)
@@ -187,7 +195,8 @@ class VAE(Module):
             nll, kl = nll * x.shape[0], kl * x.shape[0]
         return {"loss": nll + kl, "kl": kl, "nll": nll}
 
-    def log_marginal(self, x, samples: int = 1000, chunk: int = 100, batch_size: int | None = None) -> Tensor:
+    def log_marginal(self, x, samples: int = 1000, chunk: int = 100,
+                     batch_size: int | None = None) -> Tensor:
         """Importance-sampled log p(x), one value per data point: a Tensor (N,).
 
         log p(x) = log E_q[p(x|z) p(z) / q(z|x)] ~ log (1/K) sum_k w_k,
@@ -206,7 +215,8 @@ class VAE(Module):
             x = as_tensor(x)
             n = x.shape[0]
             rows = n if batch_size is None else batch_size
-            parts = [self._log_marginal(x[i:min(i + rows, n)], samples, chunk) for i in range(0, n, rows)]
+            parts = [self._log_marginal(x[i:min(i + rows, n)], samples, chunk)
+                     for i in range(0, n, rows)]
             return parts[0] if len(parts) == 1 else F.concatenate(parts)
 
     def _log_marginal(self, x: Tensor, samples: int, chunk: int) -> Tensor:

@@ -224,8 +224,9 @@ def test_a_summed_loss_with_reduction_sum_records_the_same_per_example_means():
     # walks the same path, and fit must record the same per-example means for both
     for loss, reduction, lr in ((_mse, "mean", 1e-2), (summed, "sum", 1e-3)):
         model = _autoencoder()
-        histories.append(train.fit(model, loss(model), SGD(model.parameters(), lr=lr), x[:30], x[30:],
-                                   epochs=2, batch_size=10, verbose=False, reduction=reduction))
+        opt = SGD(model.parameters(), lr=lr)
+        histories.append(train.fit(model, loss(model), opt, x[:30], x[30:], epochs=2,
+                                   batch_size=10, verbose=False, reduction=reduction))
     mean, total = histories
     for k in mean.metrics:
         np.testing.assert_allclose(total[k], mean[k], rtol=1e-5)

@@ -293,11 +293,13 @@ def test_a_two_head_encoder_is_the_same_model_as_one_concatenated_output():
 def test_two_head_encoder_errors_name_the_heads():
     x = data()
     vae = VAE(lambda x: (T(np.zeros((4, 2))),), Sequential([Dense(12)]))
-    with pytest.raises(ValueError, match=r"VAE.encode: a 'diag' posterior's encoder returns one \(N, k\) "
-                                         r"Tensor or the Tensors \(mu, log_var\); got \[\(4, 2\)\]"):
+    with pytest.raises(ValueError, match=r"VAE.encode: a 'diag' posterior's encoder returns one "
+                                         r"\(N, k\) Tensor or the Tensors \(mu, log_var\); "
+                                         r"got \[\(4, 2\)\]"):
         vae.elbo(x)
     vae = VAE(lambda x: (T(np.zeros((4, 2))), T(np.zeros((4, 3)))), Sequential([Dense(12)]))
-    with pytest.raises(ValueError, match=r"have shapes \[\(4, 2\), \(4, 3\)\]; for x of shape \(4, 2, 3\) "
+    with pytest.raises(ValueError, match=r"have shapes \[\(4, 2\), \(4, 3\)\]; "
+                                         r"for x of shape \(4, 2, 3\) "
                                          r"expected \[\(4, 2\), \(4, 2\)\]"):
         vae.elbo(x)
 
@@ -308,7 +310,8 @@ def test_a_full_posterior_takes_three_heads():
     split = VAE(lambda x: F.split(h, [2, 2, 1], axis=-1), Sequential([Dense(12)]), posterior="full")
     joined = VAE(constant_encoder(h), split.decoder, posterior="full")
     eps = T(np.random.default_rng(1).standard_normal((1, 4, 2)))
-    assert float(split.elbo(x, eps=eps)["loss"].numpy()) == float(joined.elbo(x, eps=eps)["loss"].numpy())
+    a, b = split.elbo(x, eps=eps)["loss"], joined.elbo(x, eps=eps)["loss"]
+    assert float(a.numpy()) == float(b.numpy())
 
 
 def test_summed_elbo_is_the_mean_times_the_batch_size():
@@ -317,7 +320,8 @@ def test_summed_elbo_is_the_mean_times_the_batch_size():
     mean, total = vae.elbo(x, samples=3, eps=eps), vae.elbo(x, samples=3, eps=eps, reduction="sum")
     for k in mean:
         assert float(total[k].numpy()) == pytest.approx(4 * float(mean[k].numpy()), rel=1e-12)
-    with pytest.raises(ValueError, match=r"VAE.elbo: unknown reduction 'none'; expected one of \('mean', 'sum'\)"):
+    with pytest.raises(ValueError, match=r"VAE.elbo: unknown reduction 'none'; "
+                                         r"expected one of \('mean', 'sum'\)"):
         vae.elbo(x, reduction="none")
 
 
@@ -331,5 +335,6 @@ def test_log_marginal_takes_host_arrays_returns_a_tensor_and_batches_the_images(
     minivae.seed(3)
     one_by_one = [vae.log_marginal(T(x[i:i + 2]), samples=20, chunk=8) for i in (0, 2, 4)]
     np.testing.assert_array_equal(batched.numpy(), np.concatenate([t.numpy() for t in one_by_one]))
-    with pytest.raises(ValueError, match=r"VAE.log_marginal: batch_size must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match=r"VAE.log_marginal: batch_size must be a positive "
+                                         r"integer, got 0"):
         vae.log_marginal(x, batch_size=0)

@@ -116,7 +116,8 @@ class _Conv(Layer):
 
     def _build(self, x: Tensor) -> None:
         check_input(self, x, 4)
-        self.kernel, self.bias = make_weights(self, self._kernel_shape(x.shape[-1]), self.filters, x.dtype)
+        shape = self._kernel_shape(x.shape[-1])
+        self.kernel, self.bias = make_weights(self, shape, self.filters, x.dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.kernel is None:
@@ -200,7 +201,7 @@ class MaxPool2D(Layer):
     def __init__(self, pool_size=2, strides=None, padding="valid"):
         super().__init__()
         self.pool_size = _size_pair(pool_size, "pool_size", self)
-        self.strides = _size_pair(strides, "strides", self) if strides is not None else self.pool_size
+        self.strides = self.pool_size if strides is None else _size_pair(strides, "strides", self)
         self.padding = _padding(padding, self)
 
     def forward(self, x: Tensor) -> Tensor:

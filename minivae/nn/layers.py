@@ -74,8 +74,9 @@ def get_initializer(initializer):
 
 
 def make_weights(layer, kernel_shape, outputs: int, dtype) -> tuple[Tensor, Tensor]:
-    """The layer's kernel and bias (one per output), from its initializers. Fans as Keras: fan_in = prod(kernel_shape[:-1]), fan_out = the
-    receptive field times kernel_shape[-1] (for a Dense kernel (in, out): in and out)."""
+    """The layer's kernel and bias (one per output), from its initializers. Fans as Keras:
+    fan_in = prod(kernel_shape[:-1]), fan_out = the receptive field times kernel_shape[-1]
+    (for a Dense kernel (in, out): in and out)."""
     fan_in = math.prod(kernel_shape[:-1])
     fan_out = math.prod(kernel_shape[:-2]) * kernel_shape[-1]
     weights = []
@@ -125,7 +126,8 @@ class Dense(Layer):
         if self.kernel is None:
             if x.ndim < 2:
                 raise ValueError(f"Dense: expected input of shape (N, ..., features), got {x.shape}")
-            self.kernel, self.bias = make_weights(self, (x.shape[-1], self.units), self.units, x.dtype)
+            shape = (x.shape[-1], self.units)
+            self.kernel, self.bias = make_weights(self, shape, self.units, x.dtype)
         elif x.ndim < 2 or x.shape[-1] != self.kernel.shape[0]:
             raise ValueError(f"Dense: expected input of shape (N, ..., {self.kernel.shape[0]}), got {x.shape}")
         return self.activation(x @ self.kernel + self.bias)
