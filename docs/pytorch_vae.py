@@ -117,5 +117,5 @@ def main(argv=None) -> dict:
 if __name__ == "__main__":
     try:
         main()
-    except DataError as e:
+    except (DataError, ValueError) as e:  # one line, no traceback
         sys.exit(f"pytorch_vae.py: error: {' '.join(str(e).split())}")
