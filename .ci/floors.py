@@ -12,8 +12,8 @@ from pathlib import Path
 project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
 pins = []
 for requirement in project["dependencies"] + project["optional-dependencies"]["test"]:
-    match = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*>=\s*([0-9][0-9A-Za-z.]*)", requirement.strip())
+    match = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*(?:>=|==)\s*([0-9][0-9A-Za-z.]*)", requirement.strip())
     if not match:
-        sys.exit(f"floors: {requirement!r} in pyproject.toml has no plain `>=` floor")
+        sys.exit(f"floors: {requirement!r} in pyproject.toml has no plain `>=` floor or `==` pin")
     pins.append(f"{match[1]}=={match[2]}")
 print(" ".join(pins))

@@ -32,12 +32,19 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 import minivae
-from minivae import backend
+from minivae import backend, files, plots
 from minivae import functional as F
-from minivae import files, plots
 from minivae.datasets import FASHION_MNIST_CLASSES, DataError, load_fashion_mnist
-from minivae.nn import (Conv2D, Conv2DTranspose, Dense, Flatten, MaxPool2D, Reshape, Sequential,
-                        UpSampling2D)
+from minivae.nn import (
+    Conv2D,
+    Conv2DTranspose,
+    Dense,
+    Flatten,
+    MaxPool2D,
+    Reshape,
+    Sequential,
+    UpSampling2D,
+)
 from minivae.optim import Adam
 from minivae.train import fit, to_device
 

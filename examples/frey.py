@@ -114,10 +114,9 @@ def main(argv=None) -> dict:
     # --- 7. Evaluation: the ELBO and the importance-sampled log p(x) on validation ------------
     backend.seed(args.seed)  # the same draws however training got here, fresh or resumed
     final = train.evaluate(vae, loss_fn, x_val, batch_size=args.batch_size)
-    val_log_px = float(np.mean(np.concatenate([  # 100 images at a time, so K draws of each fit in memory
-        backend.to_numpy(vae.log_marginal(train.to_device(x_val[i:i + 100]), samples=args.log_px_samples))
-        for i in range(0, len(x_val), 100)
-    ])))
+    # 100 images at a time, so K draws of each fit in memory
+    log_px = vae.log_marginal(x_val, samples=args.log_px_samples, batch_size=100)
+    val_log_px = float(np.mean(log_px.numpy()))
     best = history.best_epoch("val_loss")
     metrics = {
         "best_val_elbo": -history.metrics["val_loss"][best],  # nats per image, higher is better

@@ -120,11 +120,19 @@ def dtype(name):
     return getattr(_current.xp, str(name))
 
 
+def float_name(dtype) -> str | None:
+    """'float32' or 'float64' for such a dtype of any backend (or for its name), else None:
+    the one place dtype names are read."""
+    name = dtype.__name__ if isinstance(dtype, type) else str(dtype)  # np.float32 is a type
+    name = name.split(".")[-1]
+    return name if name in ("float32", "float64") else None
+
+
 def asarray(data, dtype=None):
     """Put `data` (nested lists, numbers or host arrays) on the current device.
 
-    This is the explicit host-to-device door; nothing else in minivae moves data
-    onto the device implicitly.
+    The one host-to-device door: Tensor(...) and train.to_device move data through
+    it, and nothing in minivae moves data onto the device implicitly.
     """
     b = _current
     if b.name == "cupy" and isinstance(data, np.ndarray):
@@ -165,12 +173,12 @@ def to_numpy(x) -> np.ndarray:
 # standard_normal and random (CuPy's has no uniform and no permutation).
 
 
-def normal(shape, dtype) -> "array":
+def normal(shape, dtype):
     """Standard normal draws of `shape` in `dtype`, on the current device."""
     b = _current
     if b.name == "cupy":
         return b._rng.standard_normal(shape, dtype=dtype)
-    draw = b._rng.standard_normal(shape, dtype=np.dtype(str(_dtype_name(dtype))))
+    draw = b._rng.standard_normal(shape, dtype=np.dtype(_known_float(dtype)))
     return draw if b.name == "numpy" else asarray(draw)
 
 
@@ -181,7 +189,7 @@ def uniform(shape, dtype, low=0.0, high=1.0):
     draw = low + (high - low) * b._rng.random(shape)  # exactly NumPy's Generator.uniform
     if b.name == "cupy":
         return draw.astype(dtype)
-    draw = draw.astype(_dtype_name(dtype))
+    draw = draw.astype(_known_float(dtype))
     return draw if b.name == "numpy" else asarray(draw)
 
 
@@ -204,12 +212,11 @@ def seed(s: int) -> None:
     _current.seed(s)
 
 
-def _dtype_name(dtype) -> str:
-    """'float32' or 'float64' for a dtype of any backend."""
-    for name in ("float32", "float64"):
-        if dtype == getattr(_current.xp, name):
-            return name
-    raise TypeError(f"expected a float32 or float64 dtype, got {dtype}")
+def _known_float(dtype) -> str:
+    name = float_name(dtype)
+    if name is None:
+        raise TypeError(f"expected a float32 or float64 dtype, got {dtype}")
+    return name
 
 
 def is_array(x) -> bool:

@@ -116,7 +116,8 @@ def _download(url, tmp, spec):
             shutil.copyfileobj(response, f)
     except (OSError, http.client.HTTPException) as e:  # URLError and timeouts are OSErrors
         where = " or ".join(str(p) for p in _search_folders())
-        raise spec.error(spec.files, f"not found in {where}, and downloading {url} failed ({e})")
+        why = f"not found in {where}, and downloading {url} failed ({e})"
+        raise spec.error(spec.files, why) from e
 
 
 # ---------------------------------------------------------------- Frey faces

@@ -25,7 +25,7 @@ import math
 from . import backend
 from . import functional as F
 from .linalg import diagonal, fill_tril, lower_mask, tril_solve
-from .tensor import Tensor, lift, as_tensor, broadcast_shapes, no_grad
+from .tensor import Tensor, as_tensor, broadcast_shapes, lift, no_grad
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -41,6 +41,15 @@ class Distribution:
         """Draws of shape sample_shape + self.shape, cut off from the graph."""
         with no_grad():
             return self.rsample(sample_shape).detach()
+
+    def _set_shape(self, shape: tuple, event_ndim: int, what: str) -> None:
+        """The distribution's shape, its last `event_ndim` axes the event (checked)."""
+        if not 0 <= event_ndim <= len(shape):
+            raise ValueError(
+                f"{type(self).__name__}: event_ndim={event_ndim} but {what} have only "
+                f"{len(shape)} axes {shape}"
+            )
+        self.shape, self.event_ndim = shape, event_ndim
 
     def _sum_event(self, t: Tensor) -> Tensor:
         return t.sum(axis=tuple(range(-self.event_ndim, 0))) if self.event_ndim else t
@@ -69,6 +78,12 @@ class Distribution:
         return eps
 
 
+def check_count(who: str, what: str, n) -> None:
+    """Refuse anything but a positive int as a count (samples, chunk sizes, draws)."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"{who}: {what} must be a positive integer, got {n!r}")
+
+
 def _check_positive(who: str, what: str, t: Tensor) -> None:
     """Refuse non-positive values. This reads a value back to the host (a sync on a GPU), so it is
     done only on scales a user passes in, never on scales made by exp() inside training."""
@@ -89,37 +104,30 @@ class Normal(Distribution):
     predicts a log-variance); ``Normal.from_log_std(mu, log_std)`` takes log sigma.
     """
 
-    def __init__(self, loc, scale, event_ndim: int = 1, validate: bool = True):
+    def __init__(self, loc, scale, event_ndim: int = 1, validate: bool = True, log_std=None):
+        """log_std: log(scale), when the caller has it already (then it is not recomputed,
+        and scale = exp(log_std) is positive by construction: pass validate=False)."""
         loc = as_tensor(loc)
         scale = lift(scale, loc, "Normal")
         if validate:
             _check_positive("Normal", "scale", scale)
-        self._set(loc, scale, F.log(scale), event_ndim)
+        self.loc, self.scale = loc, scale
+        self.log_std = F.log(scale) if log_std is None else lift(log_std, loc, "Normal")
+        self._ref = loc
+        self._set_shape(broadcast_shapes(loc.shape, scale.shape, "Normal"), event_ndim, "loc/scale")
 
-    @classmethod
-    def from_log_std(cls, loc, log_std, event_ndim: int = 1) -> "Normal":
+    @staticmethod
+    def from_log_std(loc, log_std, event_ndim: int = 1) -> Normal:
         """sigma = exp(log_std): positive by construction, so nothing to check (no host sync)."""
         loc = as_tensor(loc)
         log_std = lift(log_std, loc, "Normal.from_log_std")
-        d = cls.__new__(cls)
-        d._set(loc, F.exp(log_std), log_std, event_ndim)
-        return d
+        return Normal(loc, F.exp(log_std), event_ndim, validate=False, log_std=log_std)
 
-    @classmethod
-    def from_log_var(cls, loc, log_var, event_ndim: int = 1) -> "Normal":
+    @staticmethod
+    def from_log_var(loc, log_var, event_ndim: int = 1) -> Normal:
         """log_var = log sigma^2, so log sigma = 0.5 * log_var (the lecture's z_std = exp(0.5 * z_log_var))."""
         loc = as_tensor(loc)
-        return cls.from_log_std(loc, 0.5 * lift(log_var, loc, "Normal.from_log_var"), event_ndim)
-
-    def _set(self, loc: Tensor, scale: Tensor, log_std: Tensor, event_ndim: int) -> None:
-        if loc.dtype != scale.dtype:
-            raise TypeError(f"Normal: loc is {loc.dtype} but scale is {scale.dtype}; use one dtype")
-        self.loc, self.scale, self.log_std = loc, scale, log_std
-        self._ref = loc
-        self.shape = broadcast_shapes(loc.shape, scale.shape, "Normal")
-        if not 0 <= event_ndim <= len(self.shape):
-            raise ValueError(f"Normal: event_ndim={event_ndim} but loc/scale have only {len(self.shape)} axes {self.shape}")
-        self.event_ndim = event_ndim
+        return Normal.from_log_std(loc, 0.5 * lift(log_var, loc, "Normal.from_log_var"), event_ndim)
 
     @property
     def mean(self) -> Tensor:
@@ -149,7 +157,7 @@ class StandardNormal(Normal):
 
     def __init__(self, dim: int, dtype="float32"):
         zeros = Tensor(backend.full((int(dim),), 0.0, backend.dtype(dtype)))
-        self._set(zeros, zeros + 1.0, zeros, event_ndim=1)
+        super().__init__(zeros, zeros + 1.0, event_ndim=1, validate=False, log_std=zeros)
 
 
 class GaussianLikelihood(Normal):
@@ -160,13 +168,10 @@ class GaussianLikelihood(Normal):
           log_std = log_std_min + softplus(h2 - log_std_min)
       which is ~h2 when h2 is well above the floor and never below log_std_min.
 
-    Why a floor: pixels take only the 256 values k/255, and a Gaussian density on
-    such data is unbounded: the decoder can put a spike of width sigma -> 0 on a
-    pixel value and gain log(1/sigma) without limit (Mattei & Frellsen 2018); on
-    Frey Face the loss runs off to -infinity and NaN. Below the quantisation step
-    1/255 ~ e^-5.5 a smaller sigma describes the data no better, so the default
-    floor log_std_min = -5 (sigma >= 0.0067 ~ 1.7/255) removes only that degenerate
-    direction. ``log_std_min=None`` gives the lecture's unconstrained log_std = h2.
+    The default floor log_std_min = -5 (sigma >= 0.0067 ~ 1.7/255) removes only the
+    degenerate sigma -> 0 direction of a Gaussian on 8-bit pixels; why, in
+    docs/vae.md ("Why the likelihood's log-std has a floor"). ``log_std_min=None``
+    gives the lecture's unconstrained log_std = h2.
     """
 
     def __init__(self, mean_logits, raw_log_std, log_std_min: float | None = -5.0, event_ndim: int = 1):
@@ -176,7 +181,8 @@ class GaussianLikelihood(Normal):
             log_std = raw_log_std
         else:
             log_std = log_std_min + F.softplus(raw_log_std - log_std_min)
-        self._set(F.sigmoid(mean_logits), F.exp(log_std), log_std, event_ndim)
+        super().__init__(F.sigmoid(mean_logits), F.exp(log_std), event_ndim, validate=False,
+                         log_std=log_std)
         self.log_std_min = log_std_min
 
 
@@ -213,7 +219,7 @@ class MultivariateNormalTriL(Distribution):
         self.shape = broadcast_shapes(loc.shape, L.shape[:-1], "MultivariateNormalTriL")
 
     @classmethod
-    def from_log_diag(cls, loc, log_diag, strictly_lower) -> "MultivariateNormalTriL":
+    def from_log_diag(cls, loc, log_diag, strictly_lower) -> MultivariateNormalTriL:
         """L with diagonal exp(log_diag) and the strictly-lower entries row by row (see linalg.fill_tril)."""
         L = fill_tril(F.exp(log_diag), strictly_lower)
         return cls(loc, L, validate=False, log_diag=as_tensor(log_diag))
@@ -257,10 +263,7 @@ class Bernoulli(Distribution):
 
     def __init__(self, logits, event_ndim: int = 1):
         self.logits = self._ref = as_tensor(logits)
-        self.shape = self.logits.shape
-        if not 0 <= event_ndim <= len(self.shape):
-            raise ValueError(f"Bernoulli: event_ndim={event_ndim} but logits have only {len(self.shape)} axes {self.shape}")
-        self.event_ndim = event_ndim
+        self._set_shape(self.logits.shape, event_ndim, "logits")
 
     @property
     def mean(self) -> Tensor:
@@ -276,7 +279,8 @@ class Bernoulli(Distribution):
         """1 with probability p, else 0 (u < p for u uniform on [0, 1))."""
         xp = backend.xp()
         dtype = self.logits.dtype
-        p = F._sigmoid_array(self.logits.data)
+        with no_grad():
+            p = self.mean.data
         u = backend.uniform(tuple(sample_shape) + self.shape, dtype)
         return Tensor(xp.astype(u < p, dtype))
 

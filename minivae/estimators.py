@@ -36,12 +36,13 @@ score_function_grad evaluates f without a graph (it needs only f's values).
 from __future__ import annotations
 
 from . import backend
+from .distributions import check_count
 from .tensor import Tensor, no_grad
 
 
 def pathwise_grad(f, q_fn, params, samples: int = 1):
     """1/L sum_j grad_phi f(g_phi(eps_j)): backprop through z = mu + L eps (eqs. (16)-(19))."""
-    _check_samples("pathwise_grad", samples)
+    check_count("pathwise_grad", "samples", samples)
     q = q_fn()
     z = q.rsample((samples,))  # z = mu + L eps: a differentiable function of the parameters
     values = _values("pathwise_grad", f(z), z, q)
@@ -55,7 +56,7 @@ def score_function_grad(f, q_fn, params, samples: int = 1, baseline=None):
     L - 1 draws (leave-one-out, so b_j does not depend on z_j and the estimate stays
     unbiased; the plain mean would include f(z_j) itself). "mean" needs L >= 2.
     """
-    _check_samples("score_function_grad", samples)
+    check_count("score_function_grad", "samples", samples)
     q = q_fn()
     z = q.sample((samples,))  # plain numbers: no path from phi to z, only log q carries the gradient
     with no_grad():
@@ -80,11 +81,6 @@ def _values(who: str, values, z, q) -> Tensor:
         got = values.shape if isinstance(values, Tensor) else type(values).__name__
         raise ValueError(f"{who}: f(z) must return a Tensor of one value per draw, shape {expected} for z of shape {z.shape}; got {got}")
     return values
-
-
-def _check_samples(who: str, samples) -> None:
-    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
-        raise ValueError(f"{who}: samples must be a positive integer, got {samples!r}")
 
 
 def _gradients(objective: Tensor, params) -> list:

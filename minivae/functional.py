@@ -10,7 +10,7 @@ says why (sigmoid, softplus, log_sigmoid, logsumexp).
 from __future__ import annotations
 
 from . import backend
-from .tensor import Tensor, normalize_axes, lift, record, unbroadcast, as_tensor, broadcast_shapes
+from .tensor import Tensor, as_tensor, broadcast_shapes, lift, normalize_axes, record, unbroadcast
 
 
 def _xp():
@@ -27,30 +27,50 @@ def log(x):
 
 def log1p(x):
     x = as_tensor(x)
-    return record(_xp().log1p(x.data), (x,), lambda g: (g / (1 + x.data),), "log1p")
+
+    def backward(g):  # d log(1+x)/dx = 1/(1+x)
+        return (g / (1 + x.data),)
+
+    return record(_xp().log1p(x.data), (x,), backward, "log1p")
 
 
 def sqrt(x):
     x = as_tensor(x)
     out = _xp().sqrt(x.data)
-    return record(out, (x,), lambda g: (g / (2 * out),), "sqrt")
+
+    def backward(g):  # d sqrt(x)/dx = 1/(2 sqrt(x))
+        return (g / (2 * out),)
+
+    return record(out, (x,), backward, "sqrt")
 
 
 def square(x):
     x = as_tensor(x)
-    return record(x.data * x.data, (x,), lambda g: (2 * g * x.data,), "square")
+
+    def backward(g):  # d(x^2)/dx = 2x
+        return (2 * g * x.data,)
+
+    return record(x.data * x.data, (x,), backward, "square")
 
 
 def abs(x):  # noqa: A001 - the name learners expect
     x = as_tensor(x)
     xp = _xp()
-    return record(xp.abs(x.data), (x,), lambda g: (g * xp.sign(x.data),), "abs")  # d|x|/dx = sign(x), 0 at 0
+
+    def backward(g):  # d|x|/dx = sign(x), taken as 0 at 0
+        return (g * xp.sign(x.data),)
+
+    return record(xp.abs(x.data), (x,), backward, "abs")
 
 
 def tanh(x):
     x = as_tensor(x)
     out = _xp().tanh(x.data)
-    return record(out, (x,), lambda g: (g * (1 - out * out),), "tanh")
+
+    def backward(g):  # d tanh(x)/dx = 1 - tanh(x)^2
+        return (g * (1 - out * out),)
+
+    return record(out, (x,), backward, "tanh")
 
 
 def relu(x):
@@ -58,7 +78,11 @@ def relu(x):
     xp = _xp()
     # the slope as a 0/1 mask in x's dtype: a multiply is cheaper than a where over big activations
     slope = xp.astype(x.data > 0, x.dtype)  # the gradient at exactly 0 is taken as 0
-    return record(xp.maximum(x.data, 0.0), (x,), lambda g: (g * slope,), "relu")
+
+    def backward(g):  # d relu(x)/dx = 1 for x > 0, else 0
+        return (g * slope,)
+
+    return record(xp.maximum(x.data, 0.0), (x,), backward, "relu")
 
 
 def _sigmoid_array(a):
@@ -72,7 +96,11 @@ def _sigmoid_array(a):
 def sigmoid(x):
     x = as_tensor(x)
     out = _sigmoid_array(x.data)
-    return record(out, (x,), lambda g: (g * out * (1 - out),), "sigmoid")
+
+    def backward(g):  # d sigmoid(x)/dx = sigmoid(x) (1 - sigmoid(x))
+        return (g * out * (1 - out),)
+
+    return record(out, (x,), backward, "sigmoid")
 
 
 def softplus(x):
@@ -80,7 +108,11 @@ def softplus(x):
     x = as_tensor(x)
     xp = _xp()
     out = xp.maximum(x.data, xp.zeros_like(x.data)) + xp.log1p(xp.exp(-xp.abs(x.data)))
-    return record(out, (x,), lambda g: (g * _sigmoid_array(x.data),), "softplus")  # d/dx = sigmoid(x)
+
+    def backward(g):  # d softplus(x)/dx = sigmoid(x)
+        return (g * _sigmoid_array(x.data),)
+
+    return record(out, (x,), backward, "softplus")
 
 
 def log_sigmoid(x):
@@ -88,7 +120,11 @@ def log_sigmoid(x):
     x = as_tensor(x)
     xp = _xp()
     out = xp.minimum(x.data, xp.zeros_like(x.data)) - xp.log1p(xp.exp(-xp.abs(x.data)))
-    return record(out, (x,), lambda g: (g * _sigmoid_array(-x.data),), "log_sigmoid")  # d/dx = sigmoid(-x)
+
+    def backward(g):  # d log_sigmoid(x)/dx = sigmoid(-x)
+        return (g * _sigmoid_array(-x.data),)
+
+    return record(out, (x,), backward, "log_sigmoid")
 
 
 def logsumexp(x, axis=-1, keepdims=False):
@@ -111,18 +147,15 @@ def logsumexp(x, axis=-1, keepdims=False):
 
 
 def maximum(a, b):
-    """Elementwise maximum; at a tie the gradient goes to `a`."""
+    """Elementwise maximum; at a tie the gradient goes to `a`, and a NaN in either wins.
+
+    It is a `where` (below), so its backward is where's: g to the winner, 0 to the other.
+    """
     a = as_tensor(a)
     b = lift(b, a, "maximum")
     broadcast_shapes(a.shape, b.shape, "maximum")
-    xp = _xp()
-    a_wins = a.data >= b.data
-
-    def backward(g):
-        zero = xp.zeros_like(g)
-        return unbroadcast(xp.where(a_wins, g, zero), a.shape), unbroadcast(xp.where(a_wins, zero, g), b.shape)
-
-    return record(xp.maximum(a.data, b.data), (a, b), backward, "maximum")
+    a_wins = (a.data >= b.data) | _xp().isnan(a.data)  # b NaN: a >= b is False, so b (NaN) wins
+    return where(a_wins, a, b)
 
 
 def clip(x, low=None, high=None):
@@ -135,7 +168,11 @@ def clip(x, low=None, high=None):
     if high is not None:
         inside = inside & (x.data <= high)
     out = xp.clip(x.data, low, high)
-    return record(out, (x,), lambda g: (xp.where(inside, g, xp.zeros_like(g)),), "clip")
+
+    def backward(g):  # slope 1 inside, 0 where clamped
+        return (xp.where(inside, g, xp.zeros_like(g)),)
+
+    return record(out, (x,), backward, "clip")
 
 
 def where(condition, a, b):
@@ -240,9 +277,12 @@ def pad(x, pad_width, value=0.0):
     x = as_tensor(x)
     if len(pad_width) != x.ndim or any(lo < 0 or hi < 0 for lo, hi in pad_width):
         raise ValueError(f"pad: need {x.ndim} non-negative (before, after) pairs for shape {x.shape}, got {pad_width}")
-    xp = _xp()
     shape = tuple(n + lo + hi for n, (lo, hi) in zip(x.shape, pad_width))
     middle = tuple(slice(lo, lo + n) for n, (lo, _) in zip(x.shape, pad_width))
     out = backend.full(shape, value, x.dtype)
     out[middle] = x.data
-    return record(out, (x,), lambda g: (g[middle],), "pad")
+
+    def backward(g):  # the padding is constant: only the middle has a gradient
+        return (g[middle],)
+
+    return record(out, (x,), backward, "pad")

@@ -51,7 +51,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0) -> bool:
         analytic = backend.to_numpy(x.grad) if x.grad is not None else np.zeros(x.shape)
         base = backend.to_numpy(x.data)
 
-        def along(v) -> float:  # the central difference along direction v (host array)
+        def along(v, i=i, x=x) -> float:  # the central difference along direction v (host array)
             step = backend.asarray(eps * v)
             with no_grad():
                 plus = scalar(*_replace(xs, i, x.data + step))
@@ -84,7 +84,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0) -> bool:
 
 def _float64_leaf(x, i) -> Tensor:
     data = x.data if isinstance(x, Tensor) else x
-    if not hasattr(data, "dtype") or str(data.dtype).split(".")[-1] != "float64":
+    if backend.float_name(getattr(data, "dtype", None)) != "float64":
         raise TypeError(
             f"gradcheck: input {i} has dtype {getattr(data, 'dtype', type(data).__name__)}; "
             "finite differences need float64 (in float32 the rounding error of f(x+eps) - f(x-eps) "

@@ -19,8 +19,7 @@ import numpy as np
 
 from . import backend
 from . import functional as F
-from .tensor import _float_name as _dtype_name
-from .tensor import lift, record, unbroadcast, as_tensor, broadcast_shapes
+from .tensor import as_tensor, broadcast_shapes, lift, record, unbroadcast
 
 
 def _forward_substitution(L, b):
@@ -57,12 +56,12 @@ def lower_mask(n: int):
 # `backend_name` is only the cache key; the arrays are made on the current backend.
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _lower_mask(backend_name: str, n: int):
     return backend.asarray(np.tri(n, dtype=bool))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _placements(backend_name: str, n: int, dtype: str):
     """fill_tril's 0/1 matrices: diagonal entry i -> flat index i*n + i, strictly-lower
     entry k -> its (row, col) in row-major order (1,0), (2,0), (2,1), ..."""
@@ -124,7 +123,8 @@ def fill_tril(diag, strictly_lower):
             f"fill_tril: a {n}x{n} factor has {m} strictly-lower entries, got {strictly_lower.shape[-1]} "
             f"(diagonal of shape {diag.shape}, entries of shape {strictly_lower.shape})"
         )
-    place_diag, place_lower = _placements(backend.get_backend().name, n, _dtype_name(diag.dtype))
+    dtype = backend.float_name(diag.dtype)
+    place_diag, place_lower = _placements(backend.get_backend().name, n, dtype)
     flat = diag @ as_tensor(place_diag)
     if m:
         flat = flat + strictly_lower @ as_tensor(place_lower)

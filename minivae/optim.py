@@ -13,10 +13,17 @@ from . import backend
 
 
 class Optimizer:
+    """What SGD and Adam share: the parameter list, the step count, the loop over the
+    parameters in step(), and checkpoints. A subclass defines _update and _state."""
+
     def __init__(self, params, lr: float):
         self.params = list(params)
         if not self.params:
-            raise ValueError(f"{type(self).__name__}: got an empty parameter list (build the model first)")
+            raise ValueError(
+                f"{type(self).__name__}: got an empty parameter list (build the model first): "
+                "layers create their weights on the first call; model.build(input_shape) "
+                "makes that call on zeros, so the optimiser can be created right after it"
+            )
         self.lr = lr
         self.t = 0  # steps taken
 
@@ -32,36 +39,50 @@ class Optimizer:
             if p.grad is not None:
                 p.data = self._update(i, p.data, p.grad)
 
+    # --- what each optimiser defines ---
+    def _update(self, i: int, p, g):
+        """The new value of parameter i (array `p`) from its gradient `g`, updating the
+        optimiser's state for it (self.t is already this step's count, from 1)."""
+        raise NotImplementedError(f"{type(self).__name__} must define _update(i, p, g)")
+
+    def _state(self) -> dict[str, list]:
+        """The per-parameter state by name, one array per parameter in each list
+        ({"m": [...], "v": [...]} for Adam): what a checkpoint must carry."""
+        raise NotImplementedError(f"{type(self).__name__} must define _state()")
+
     # --- checkpoints: the step count and every state array, as host arrays ---
+    def _slots(self):
+        """(name, list, index) of every state array: "m.0" is self.m[0], ..."""
+        for key, arrays in self._state().items():
+            for i in range(len(arrays)):
+                yield f"{key}.{i}", arrays, i
+
     def state_dict(self) -> dict[str, np.ndarray]:
         state = {"t": np.asarray(self.t)}
-        for key, arrays in self._state().items():
-            for i, a in enumerate(arrays):
-                state[f"{key}.{i}"] = np.array(backend.to_numpy(a))  # a copy, even on NumPy
+        for name, arrays, i in self._slots():
+            state[name] = np.array(backend.to_numpy(arrays[i]))  # a copy, even on NumPy
         return state
 
     def load_state_dict(self, state) -> None:
         """Restore what state_dict() returned. Everything is checked before anything is
         written, so a mismatch (another optimiser, another model) leaves this one as it was."""
         name = type(self).__name__
-        own = self._state()
-        expected = {"t"} | {f"{key}.{i}" for key, arrays in own.items() for i in range(len(arrays))}
+        slots = list(self._slots())
+        expected = {"t"} | {key for key, _, _ in slots}
         if set(state) != expected:
             missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
             raise ValueError(
                 f"{name}.load_state_dict: the state does not fit this optimiser "
                 f"(missing {missing[:3]}, unexpected {extra[:3]}; expected {len(expected)} entries)"
             )
-        for key, arrays in own.items():
-            for i, a in enumerate(arrays):
-                if tuple(state[f"{key}.{i}"].shape) != tuple(a.shape):
-                    raise ValueError(
-                        f"{name}.load_state_dict: state {key}.{i} has shape {tuple(state[f'{key}.{i}'].shape)}, "
-                        f"the parameter it belongs to has {tuple(a.shape)}"
-                    )
-        for key, arrays in own.items():
-            for i, a in enumerate(arrays):
-                arrays[i] = backend.asarray(np.array(state[f"{key}.{i}"]), dtype=a.dtype)
+        for key, arrays, i in slots:
+            if tuple(state[key].shape) != tuple(arrays[i].shape):
+                raise ValueError(
+                    f"{name}.load_state_dict: state {key} has shape {tuple(state[key].shape)}, "
+                    f"the parameter it belongs to has {tuple(arrays[i].shape)}"
+                )
+        for key, arrays, i in slots:
+            arrays[i] = backend.asarray(np.array(state[key]), dtype=arrays[i].dtype)
         self.t = int(state["t"])
 
 
@@ -91,10 +112,8 @@ class Adam(Optimizer):
         m_hat = m / (1 - beta1^t),  v_hat = v / (1 - beta2^t)
         p <- p - lr * m_hat / (sqrt(v_hat) + eps)
 
-    eps defaults to Keras's 1e-7 (the paper and PyTorch use 1e-8). Where eps goes is the
-    paper's and PyTorch's: beside sqrt(v_hat). Keras adds its epsilon to sqrt(v) before
-    the bias correction (the paper's "epsilon hat" form), which in these terms is an eps
-    of 1e-7 / sqrt(1 - beta2^t): about 3e-6 at the first step, tending to 1e-7 later.
+    eps defaults to Keras's 1e-7 (the paper and PyTorch use 1e-8), placed as in the paper
+    and PyTorch, beside sqrt(v_hat); how that differs from Keras: docs/vae.md ("Adam's eps").
     """
 
     def __init__(self, params, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-7):

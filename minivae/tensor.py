@@ -3,20 +3,23 @@
 Read this file first. A ``Tensor`` holds an array (``.data``) and, when it was
 made by an operation on tensors that need gradients, remembers
 
-* ``_parents``: the tensors it was computed from, and
-* ``_backward``: a small function that turns the gradient of the final loss with
-  respect to this tensor (``g``) into the gradients with respect to each parent:
-  one application of the chain rule.
+* ``parents``: the tensors it was computed from, and
+* ``grad_fn``: the op's ``backward(g)``, a small function that turns the gradient of
+  the final loss with respect to this tensor (``g``) into the gradients with respect
+  to each parent: one application of the chain rule;
+* ``op``: the op's name ("leaf" for a tensor you created).
 
 ``loss.backward()`` lists the graph in topological order (every tensor after
 the tensors it was computed from), walks that list in reverse, and hands each
-tensor's gradient to its ``_backward``. A tensor used twice receives the sum of
+tensor's gradient to its ``grad_fn``. A tensor used twice receives the sum of
 the gradients from both uses. Leaves (the tensors you created, such as weights)
 keep their gradient in ``.grad``; everything else is freed as the walk goes, so
 memory stays flat over thousands of training steps.
 
-Every op below is written the same way: compute the output array, then define
-``backward(g)`` right beside it, then ``record(...)`` records both.
+Every op below is written the same way: compute the output array, define
+``backward(g)`` right beside it, and ``record(...)`` both. ``record``, ``lift``,
+``unbroadcast`` and ``normalize_axes`` are public: they are all a new op needs
+(docs/autodiff.md, "Write your own op").
 """
 from __future__ import annotations
 
@@ -56,13 +59,15 @@ class Tensor:
     __array_ufunc__ = None
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
-        self.data = _float_array(data.data if isinstance(data, Tensor) else data, dtype)
-        self.grad = None
-        self.requires_grad = bool(requires_grad)
-        self.parents: tuple[Tensor, ...] = ()
-        self.grad_fn = None
-        self.op = "leaf"
-        self._backend = backend.get_backend().name
+        data = _float_array(data.data if isinstance(data, Tensor) else data, dtype)
+        self._set(data, bool(requires_grad), (), None, "leaf", backend.get_backend().name)
+
+    def _set(self, data, requires_grad, parents, grad_fn, op, backend_name) -> None:
+        """Every field a Tensor has, set in this one place (by __init__ and by record)."""
+        self.data, self.grad, self.requires_grad = data, None, requires_grad
+        self.parents: tuple[Tensor, ...] = parents
+        self.grad_fn, self.op = grad_fn, op
+        self._backend = backend_name
 
     # --- a few plain properties -------------------------------------------
     shape = property(lambda self: tuple(self.data.shape))
@@ -84,7 +89,7 @@ class Tensor:
         (On the numpy backend it is the tensor's own array, not a copy.)"""
         return backend.to_numpy(self.data)
 
-    def detach(self) -> "Tensor":
+    def detach(self) -> Tensor:
         """The same data, cut off from the graph."""
         return Tensor(self.data)
 
@@ -96,21 +101,7 @@ class Tensor:
         ``visit(tensor, g)``, if given, is called at each step of the walk with the tensor
         reached and its whole gradient (minivae/graph.py prints the walk with it).
         """
-        xp = backend.xp()
-        if grad is None:
-            if self.size != 1:
-                raise ValueError(
-                    f"backward() on a non-scalar tensor of shape {self.shape} needs `grad`, "
-                    "the gradient of the loss with respect to it (or reduce it to a scalar first)"
-                )
-            grad = xp.ones_like(self.data)
-        else:
-            grad = lift(grad, self, "backward").data
-            if tuple(grad.shape) != self.shape:
-                raise ValueError(f"backward(): grad has shape {tuple(grad.shape)}, tensor has {self.shape}")
-        if not self.requires_grad:
-            raise RuntimeError("backward() on a tensor that does not require grad (no leaf of it does)")
-
+        grad = self._seed_gradient(grad)
         grads = {id(self): grad}
         for node in reversed(self._topological_order()):
             g = grads.pop(id(node), None)
@@ -127,7 +118,28 @@ class Tensor:
                     grads[key] = grads[key] + pg if key in grads else pg
             node.parents, node.grad_fn = (), _freed  # free the graph behind us
 
-    def _topological_order(self) -> list["Tensor"]:
+    def _seed_gradient(self, grad):
+        """backward()'s argument, checked: d(self)/d(self) = 1 for a scalar, else `grad`."""
+        if grad is None:
+            if self.size != 1:
+                raise ValueError(
+                    f"backward() on a non-scalar tensor of shape {self.shape} needs `grad`, "
+                    "the gradient of the loss with respect to it (or reduce it to a scalar first)"
+                )
+            grad = backend.xp().ones_like(self.data)
+        else:
+            grad = lift(grad, self, "backward").data
+            if tuple(grad.shape) != self.shape:
+                raise ValueError(
+                    f"backward(): grad has shape {tuple(grad.shape)}, tensor has {self.shape}"
+                )
+        if not self.requires_grad:
+            raise RuntimeError(
+                "backward() on a tensor that does not require grad (no leaf of it does)"
+            )
+        return grad
+
+    def _topological_order(self) -> list[Tensor]:
         """Depth-first post-order, with an explicit stack (no recursion limit)."""
         order, seen, stack = [], set(), [(self, False)]
         while stack:
@@ -142,15 +154,23 @@ class Tensor:
 
     # --- arithmetic: each forward with its backward ------------------------
     def __add__(self, other):
-        a, b = _pair(self, other, "add")
-        return record(a.data + b.data, (a, b), lambda g: (unbroadcast(g, a.shape), unbroadcast(g, b.shape)), "add")
+        a, b = _operands(self, other, "add")
+
+        def backward(g):  # d(a+b)/da = d(a+b)/db = 1
+            return unbroadcast(g, a.shape), unbroadcast(g, b.shape)
+
+        return record(a.data + b.data, (a, b), backward, "add")
 
     def __sub__(self, other):
-        a, b = _pair(self, other, "subtract")
-        return record(a.data - b.data, (a, b), lambda g: (unbroadcast(g, a.shape), unbroadcast(-g, b.shape)), "subtract")
+        a, b = _operands(self, other, "subtract")
+
+        def backward(g):  # d(a-b)/da = 1, d(a-b)/db = -1
+            return unbroadcast(g, a.shape), unbroadcast(-g, b.shape)
+
+        return record(a.data - b.data, (a, b), backward, "subtract")
 
     def __mul__(self, other):
-        a, b = _pair(self, other, "multiply")
+        a, b = _operands(self, other, "multiply")
 
         def backward(g):  # d(ab)/da = b, d(ab)/db = a
             return unbroadcast(g * b.data, a.shape), unbroadcast(g * a.data, b.shape)
@@ -158,7 +178,7 @@ class Tensor:
         return record(a.data * b.data, (a, b), backward, "multiply")
 
     def __truediv__(self, other):
-        a, b = _pair(self, other, "divide")
+        a, b = _operands(self, other, "divide")
         out = a.data / b.data
 
         def backward(g):  # d(a/b)/da = 1/b, d(a/b)/db = -a/b^2 = -out/b
@@ -167,12 +187,13 @@ class Tensor:
         return record(out, (a, b), backward, "divide")
 
     def __neg__(self):
-        return record(-self.data, (self,), lambda g: (-g,), "negative")
+        def backward(g):  # d(-x)/dx = -1
+            return (-g,)
+
+        return record(-self.data, (self,), backward, "negative")
 
     def __pow__(self, p):
-        if not isinstance(p, numbers.Real):
-            raise TypeError("Tensor ** p: p must be a Python number; for a tensor exponent use exp(p * log(x))")
-        x, p = self.data, float(p)  # a NumPy scalar would not mix with a device array
+        x, p = self.data, _exponent(p)
 
         def backward(g):  # d(x^p)/dx = p x^(p-1)
             return (g * p * x ** (p - 1),)
@@ -180,25 +201,19 @@ class Tensor:
         return record(x**p, (self,), backward, "power")
 
     def __matmul__(self, other):
-        a, b = _pair(self, other, "matmul", broadcast=False)
-        if a.ndim == 0 or b.ndim == 0:
-            raise ValueError(f"matmul: shapes {a.shape} and {b.shape}: a 0-d operand has no matrix axes; use *")
-        inner = b.shape[-2] if b.ndim > 1 else b.shape[0]
-        if a.shape[-1] != inner:
-            raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not fit ({a.shape[-1]} != {inner})")
-        broadcast_shapes(a.shape[:-2], b.shape[:-2], f"matmul of {a.shape} and {b.shape}, batch axes")
-        if b.ndim == 1:  # a vector on the right: a one-column matrix, column dropped after
-            out = a @ b.reshape(-1, 1)
-            return out.reshape(*out.shape[:-1])
-        if a.ndim == 1:  # a vector on the left: a one-row matrix, row dropped after
-            out = a.reshape(1, -1) @ b
-            return out.reshape(*out.shape[:-2], out.shape[-1])
+        a, b = self, lift(other, self, "matmul")
+        _check_matmul(a.shape, b.shape)
+        if a.ndim == 1 or b.ndim == 1:
+            return _matmul_vector(a, b)
         xp = backend.xp()
 
         def backward(g):  # C = AB: dA = g B^T, dB = A^T g (summed over broadcast batch axes)
             # skip the product nobody needs, e.g. the gradient of the input data: a whole matmul
-            ga = unbroadcast(xp.matmul(g, xp.matrix_transpose(b.data)), a.shape) if a.requires_grad else None
-            gb = unbroadcast(xp.matmul(xp.matrix_transpose(a.data), g), b.shape) if b.requires_grad else None
+            ga = gb = None
+            if a.requires_grad:
+                ga = unbroadcast(xp.matmul(g, xp.matrix_transpose(b.data)), a.shape)
+            if b.requires_grad:
+                gb = unbroadcast(xp.matmul(xp.matrix_transpose(a.data), g), b.shape)
             return ga, gb
 
         return record(xp.matmul(a.data, b.data), (a, b), backward, "matmul")
@@ -252,7 +267,10 @@ class Tensor:
             out = xp.reshape(self.data, shape)
         except ValueError:
             raise ValueError(f"reshape: cannot reshape {self.shape} ({self.size} elements) to {shape}") from None
-        return record(out, (self,), lambda g: (xp.reshape(g, self.shape),), "reshape")
+        def backward(g):  # the same numbers, in the input's shape
+            return (xp.reshape(g, self.shape),)
+
+        return record(out, (self,), backward, "reshape")
 
     def transpose(self, *axes):
         axes = tuple(axes[0]) if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
@@ -261,16 +279,14 @@ class Tensor:
             raise ValueError(f"transpose: axes {axes} are not a permutation of the {self.ndim} axes of {self.shape}")
         inverse = tuple(int(i) for i in np.argsort(axes))
         xp = backend.xp()
-        return record(xp.permute_dims(self.data, axes), (self,), lambda g: (xp.permute_dims(g, inverse),), "transpose")
+
+        def backward(g):  # the inverse permutation puts every axis back
+            return (xp.permute_dims(g, inverse),)
+
+        return record(xp.permute_dims(self.data, axes), (self,), backward, "transpose")
 
     def __getitem__(self, key):
-        key = key if isinstance(key, tuple) else (key,)
-        if not all(k is Ellipsis or isinstance(k, (int, slice)) for k in key):
-            raise TypeError(f"Tensor[...]: only basic indexing (ints, slices, ...) is supported, got {key!r}")
-        if sum(k is not Ellipsis for k in key) > self.ndim:
-            raise IndexError(f"Tensor[...]: {key!r} indexes more axes than the {self.ndim} of shape {self.shape}")
-        if not any(k is Ellipsis for k in key):
-            key = key + (Ellipsis,)  # the array API wants every axis spelled out
+        key = _basic_index(key, self.shape)
         xp = backend.xp()
 
         def backward(g):  # the picked elements get g, the rest zero
@@ -283,22 +299,39 @@ class Tensor:
     # The two elementwise ops every tensor needs as methods; the rest are in functional.py.
     def exp(self):
         out = backend.xp().exp(self.data)
-        return record(out, (self,), lambda g: (g * out,), "exp")
+
+        def backward(g):  # d(e^x)/dx = e^x
+            return (g * out,)
+
+        return record(out, (self,), backward, "exp")
 
     def log(self):
-        return record(backend.xp().log(self.data), (self,), lambda g: (g / self.data,), "log")
+        def backward(g):  # d(log x)/dx = 1/x
+            return (g / self.data,)
+
+        return record(backend.xp().log(self.data), (self,), backward, "log")
 
 
 # --- helpers shared by every op ----------------------------------------------
 
 
-def record(data, parents, backward, name) -> Tensor:
-    """Wrap an op's output, recording `backward` only if some parent needs a gradient."""
-    out = Tensor.__new__(Tensor)
-    out.data, out.grad, out.op = data, None, name
-    out._backend = parents[0]._backend
-    out.requires_grad = _grad_enabled and any(p.requires_grad for p in parents)
-    out.parents, out.grad_fn = (parents, backward) if out.requires_grad else ((), None)
+def record(data, parents, backward, name: str) -> Tensor:
+    """The Tensor holding an op's output `data`, remembering how it was computed.
+
+    parents: the Tensors the op read. backward(g): given g, the gradient of the loss with
+    respect to the output (an array shaped like `data`), returns one array or None per
+    parent, in the order of `parents`, each shaped like its parent (None: no gradient,
+    e.g. for an input that does not require one; ``unbroadcast`` sums a gradient back
+    to a broadcast parent's shape). name: the op's name, kept in ``out.op``.
+
+    The graph is recorded only if some parent requires a gradient and recording is on
+    (not inside ``no_grad()``); otherwise the output is a constant.
+    """
+    out = Tensor.__new__(Tensor)  # not Tensor(data): an op's output is on the device already
+    if _grad_enabled and any(p.requires_grad for p in parents):
+        out._set(data, True, tuple(parents), backward, name, parents[0]._backend)
+    else:
+        out._set(data, False, (), None, name, parents[0]._backend)
     return out
 
 
@@ -317,7 +350,8 @@ def lift(x, like: Tensor, op: str) -> Tensor:
         if x._backend != like._backend:
             raise TypeError(f"{op}: mixing tensors from backends {like._backend!r} and {x._backend!r}")
         if x.dtype != like.dtype:  # promotion would silently turn a float32 model into float64
-            raise TypeError(f"{op}: mixing {_float_name(like.dtype)} and {_float_name(x.dtype)}; "
+            mixed = f"{backend.float_name(like.dtype)} and {backend.float_name(x.dtype)}"
+            raise TypeError(f"{op}: mixing {mixed}; "
                             "convert one explicitly, e.g. Tensor(x, dtype=\"float32\")")
         return x
     raise TypeError(
@@ -326,11 +360,56 @@ def lift(x, like: Tensor, op: str) -> Tensor:
     )
 
 
-def _pair(a: Tensor, b, op: str, broadcast: bool = True):
+# --- argument checks, kept out of the op bodies ---------------------------------
+
+
+def _operands(a: Tensor, b, op: str):
+    """The two operands of an elementwise op: `b` lifted to `a`'s backend and dtype,
+    their shapes checked to broadcast."""
     b = lift(b, a, op)
-    if broadcast:
-        broadcast_shapes(a.shape, b.shape, op)
+    broadcast_shapes(a.shape, b.shape, op)
     return a, b
+
+
+def _exponent(p) -> float:
+    if not isinstance(p, numbers.Real):
+        raise TypeError(
+            "Tensor ** p: p must be a Python number; for a tensor exponent use exp(p * log(x))"
+        )
+    return float(p)  # a NumPy scalar would not mix with a device array
+
+
+def _check_matmul(s1, s2) -> None:
+    if not s1 or not s2:
+        raise ValueError(f"matmul: shapes {s1} and {s2}: a 0-d operand has no matrix axes; use *")
+    inner = s2[-2] if len(s2) > 1 else s2[0]
+    if s1[-1] != inner:
+        raise ValueError(f"matmul: shapes {s1} and {s2} do not fit ({s1[-1]} != {inner})")
+    broadcast_shapes(s1[:-2], s2[:-2], f"matmul of {s1} and {s2}, batch axes")
+
+
+def _matmul_vector(a: Tensor, b: Tensor) -> Tensor:
+    """A vector operand as a one-column (right) or one-row (left) matrix, that axis dropped
+    after: made of reshapes around a matrix product, so it needs no backward of its own."""
+    if b.ndim == 1:
+        out = a @ b.reshape(-1, 1)
+        return out.reshape(*out.shape[:-1])
+    out = a.reshape(1, -1) @ b
+    return out.reshape(*out.shape[:-2], out.shape[-1])
+
+
+def _basic_index(key, shape) -> tuple:
+    """A Tensor[...] key as a tuple of ints and slices ending in ..., as the array API wants."""
+    key = key if isinstance(key, tuple) else (key,)
+    if not all(k is Ellipsis or isinstance(k, (int, slice)) for k in key):
+        raise TypeError(
+            f"Tensor[...]: only basic indexing (ints, slices, ...) is supported, got {key!r}"
+        )
+    if sum(k is not Ellipsis for k in key) > len(shape):
+        raise IndexError(
+            f"Tensor[...]: {key!r} indexes more axes than the {len(shape)} of shape {shape}"
+        )
+    return key if any(k is Ellipsis for k in key) else key + (Ellipsis,)
 
 
 def broadcast_shapes(s1, s2, op: str = "broadcast") -> tuple:
@@ -370,19 +449,13 @@ def _float_array(data, dtype):
 
     A float32/float64 array keeps its dtype; numbers, lists and integer arrays become
     float32; ``dtype="float32"|"float64"`` forces one. Data from the host, another
-    backend or another device is moved here: the one explicit door onto the device.
+    backend or another device is moved here through backend.asarray (the one door).
     """
     if dtype is None:
-        dtype = _float_name(getattr(data, "dtype", None)) or "float32"
-    elif _float_name(dtype) is None:
+        dtype = backend.float_name(getattr(data, "dtype", None)) or "float32"
+    elif backend.float_name(dtype) is None:
         raise TypeError(f"Tensor: dtype must be 'float32' or 'float64', got {dtype!r}")
-    dtype = backend.dtype(_float_name(dtype))
+    dtype = backend.dtype(backend.float_name(dtype))
     if not backend.is_array(data):
         data = backend.asarray(backend.to_numpy(data) if hasattr(data, "dtype") else data, dtype=dtype)
     return data if data.dtype == dtype else backend.xp().astype(data, dtype)
-
-
-def _float_name(dtype):
-    """'float32' or 'float64' for such a dtype of any backend (or its name), else None."""
-    name = str(dtype).split(".")[-1]
-    return name if name in ("float32", "float64") else None

@@ -14,8 +14,9 @@ or infinite. ``save_checkpoint`` / ``load_checkpoint`` carry a run across an
 interruption so that it continues exactly.
 
 Device traffic: each batch is moved to the device explicitly (``to_device``);
-the metrics are summed on the device and read back once per epoch, so a GPU is
-never made to wait for the host in the middle of an epoch.
+the metrics are summed on the device and read back at the end of the training
+pass and of the validation pass, so a GPU is never made to wait for the host in
+the middle of an epoch.
 """
 from __future__ import annotations
 
@@ -55,8 +56,9 @@ def train_step(loss_fn, optimizer, x: Tensor) -> dict:
 class History:
     """What fit() has seen, one entry per finished epoch.
 
-    ``metrics["loss"]``, ``metrics["val_kl"]``, ...: the epoch's mean of each metric;
-    ``seconds``: each epoch's wall time; ``seed``: the seed the run's epochs draw from;
+    ``metrics["loss"]``, ``metrics["val_kl"]``, ...: the epoch's per-example mean of each
+    metric; ``seconds``: each epoch's training time (the validation pass excluded);
+    ``seed``: the seed the run's epochs draw from;
     ``best_weights``: host copies of the weights at the best epoch so far (kept only
     with early stopping); ``stopped``: why fit stopped before its last epoch, or None.
     """
@@ -83,7 +85,7 @@ class History:
                            "seed": self.seed, "stopped": self.stopped})
 
     @classmethod
-    def from_json(cls, text: str, best_weights=None) -> "History":
+    def from_json(cls, text: str, best_weights=None) -> History:
         return cls(**json.loads(text), best_weights=best_weights)
 
     def to_csv(self) -> str:
@@ -97,7 +99,8 @@ class History:
 
 
 class _Sums:
-    """Running sums of each metric, weighted by batch size, kept on the device.
+    """Running sums of each metric over the examples, kept on the device: a per-example
+    mean (reduction "mean") is weighted by the batch size, a batch sum is added as it is.
 
     Summed in float64: 18 batches of losses near -80,000 (-800 per image times 100)
     would lose the last digits of the mean in float32.
@@ -106,12 +109,14 @@ class _Sums:
     def __init__(self, prefix: str = ""):
         self.prefix, self.sums, self.count = prefix, {}, 0
 
-    def add(self, parts: dict, n: int) -> None:
+    def add(self, parts: dict, n: int, reduction: str = "mean") -> None:
         xp = backend.xp()
         for name, value in parts.items():
             if value.ndim != 0:
                 raise ValueError(f"fit: loss_fn must return scalar Tensors; {name!r} has shape {value.shape}")
-            weighted = xp.astype(value.data, xp.float64) * n
+            weighted = xp.astype(value.data, xp.float64)
+            if reduction == "mean":
+                weighted = weighted * n
             key = self.prefix + name
             self.sums[key] = self.sums[key] + weighted if key in self.sums else weighted
         self.count += n
@@ -129,20 +134,29 @@ def _batches(order: np.ndarray, batch_size: int):
         yield order[start:start + batch_size]
 
 
-def _validation_sums(model, loss_fn, x: np.ndarray, batch_size: int, prefix: str) -> _Sums:
+def _validation_sums(model, loss_fn, x: np.ndarray, batch_size: int, prefix: str,
+                     reduction: str) -> _Sums:
     was_training = model.training
     model.eval()
     sums = _Sums(prefix)
     with no_grad():
         for idx in _batches(np.arange(len(x)), batch_size):
-            sums.add(loss_fn(to_device(x[idx])), len(idx))
+            sums.add(loss_fn(to_device(x[idx])), len(idx), reduction)
     model.train(was_training)
     return sums
 
 
-def evaluate(model, loss_fn, x: np.ndarray, batch_size: int = 100) -> dict[str, float]:
-    """The mean of every metric of loss_fn over `x`, in evaluation mode, without gradients."""
-    return _read_means(_validation_sums(model, loss_fn, x, batch_size, ""))
+def evaluate(model, loss_fn, x: np.ndarray, batch_size: int = 100,
+             reduction: str = "mean") -> dict[str, float]:
+    """The per-example mean of every metric of loss_fn over `x`, in evaluation mode, without
+    gradients (`reduction` as in fit)."""
+    _check_reduction("evaluate", reduction)
+    return _read_means(_validation_sums(model, loss_fn, x, batch_size, "", reduction))
+
+
+def _check_reduction(who: str, reduction: str) -> None:
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"{who}: reduction must be 'mean' or 'sum', got {reduction!r}")
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -158,20 +172,34 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 def fit(model, loss_fn, optimizer, x_train: np.ndarray, x_val: np.ndarray | None = None, *,
         epochs: int, batch_size: int = 32, seed: int = 0, patience: int | None = None,
-        verbose: bool = True, on_epoch_end=None, history: History | None = None, step=None) -> History:
+        verbose: bool = True, on_epoch_end=None, history: History | None = None, step=None,
+        reduction: str = "mean") -> History:
     """Train `model` for up to `epochs` epochs; return the History.
 
     loss_fn(batch) -> dict of scalar Tensors with key "loss" (minimised); the other
-        entries are metrics ("kl", "nll"), averaged and recorded with it.
+        entries are metrics ("kl", "nll"), recorded with it. Each value is a per-example
+        mean over the batch (reduction="mean", e.g. VAE.elbo's default): fit multiplies
+        it by the batch size, sums, and divides by the number of examples, so the epoch's
+        number is the mean over all examples even when the last batch is smaller. For a
+        loss summed over the batch (VAE.elbo(reduction="sum"), PyTorch's
+        reduction="sum"), pass reduction="sum": the sums are added as they are. Either
+        way the history holds per-example means.
     x_train, x_val: host NumPy arrays, one example per row (uint8 images are scaled
         to [0, 1] on the device, see to_device).
-    seed: the random stream of epoch e restarts from (seed, e) (see epoch_seed).
+    seed: every epoch e starts by reseeding the backend's one global random stream
+        (backend.seed) from (seed, e) (see epoch_seed): the shuffle and every draw made
+        during the epoch (the model's noise, and any draw of your own in loss_fn or
+        on_epoch_end) come from it, and after fit the stream is where the last epoch
+        left it. Reseed yourself after fit if later draws must not depend on the run.
     patience: stop when the monitored loss ("val_loss", or "loss" without x_val) has
         not improved for this many epochs, and restore the weights of the best epoch.
     on_epoch_end(history): called after every finished epoch (e.g. to save a checkpoint).
     history: a History from load_checkpoint to continue; training resumes at epoch
         len(history) and `epochs` counts from the start of the run, as in Keras.
     step(batch) -> dict: one training step; by default train_step(loss_fn, optimizer, batch).
+
+    history.seconds and the progress line time the training pass only: validation is
+    run after the clock stops.
 
     A NaN or infinite metric stops training, restores the weights from the start of
     that epoch (the last good ones) and records why in ``history.stopped``.
@@ -182,6 +210,7 @@ def fit(model, loss_fn, optimizer, x_train: np.ndarray, x_val: np.ndarray | None
                          "resuming with another seed would not continue it")
     if len(x_train) == 0 or batch_size < 1:
         raise ValueError(f"fit: need training data and batch_size >= 1, got {len(x_train)} rows, batch_size {batch_size}")
+    _check_reduction("fit", reduction)
     step = step or (lambda x: train_step(loss_fn, optimizer, x))
     monitor = "val_loss" if x_val is not None else "loss"
     steps = math.ceil(len(x_train) / batch_size)
@@ -195,12 +224,12 @@ def fit(model, loss_fn, optimizer, x_train: np.ndarray, x_val: np.ndarray | None
 
         train = _Sums()
         for idx in _batches(backend.permutation(len(x_train)), batch_size):
-            train.add(step(to_device(x_train[idx])), len(idx))
-        parts = [train]
-        if x_val is not None:
-            parts.append(_validation_sums(model, loss_fn, x_val, batch_size, "val_"))
-        means = _read_means(*parts)  # the metrics' one device-to-host read of the epoch
+            train.add(step(to_device(x_train[idx])), len(idx), reduction)
+        means = _read_means(train)  # the read waits for the device, so the time is the real one
         seconds = time.perf_counter() - start
+        if x_val is not None:
+            val = _validation_sums(model, loss_fn, x_val, batch_size, "val_", reduction)
+            means.update(_read_means(val))
 
         broken = [k for k, v in means.items() if not math.isfinite(v)]
         if broken:

@@ -20,8 +20,15 @@ import pytest
 from conftest import need
 
 from minivae import datasets
-from minivae.datasets import (FASHION_MNIST_CLASSES, DataError, load_fashion_mnist,
-                              load_frey_faces, load_mnist, read_mat5, split_train_val)
+from minivae.datasets import (
+    FASHION_MNIST_CLASSES,
+    DataError,
+    load_fashion_mnist,
+    load_frey_faces,
+    load_mnist,
+    read_mat5,
+    split_train_val,
+)
 
 REAL_DATA = os.environ.get("MINIVAE_DATA")  # read before any test changes it
 REAL_FILES = ["frey_faces.npy", "fashion_mnist.npz", "mnist.npz"] + [

@@ -18,8 +18,14 @@ from hypothesis import strategies as st
 
 import minivae
 from minivae import Tensor, gradcheck
-from minivae.distributions import (Bernoulli, GaussianLikelihood, MultivariateNormalTriL, Normal, StandardNormal,
-                                   kl_divergence)
+from minivae.distributions import (
+    Bernoulli,
+    GaussianLikelihood,
+    MultivariateNormalTriL,
+    Normal,
+    StandardNormal,
+    kl_divergence,
+)
 from minivae.linalg import diagonal, fill_tril, tril_solve
 
 SE = 4  # statistical checks: allowed |difference| in standard errors

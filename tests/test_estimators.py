@@ -141,7 +141,10 @@ def test_score_function_handles_a_bernoulli_where_pathwise_cannot():
     """d/da E_{z ~ Bernoulli(sigmoid(a))}[f(z)] = sigmoid'(a) (f(1) - f(0))."""
     a0, replicas = 0.4, 4000
     a = T(np.full(replicas, a0), grad=True)
-    f = lambda z: 3 * z - 1  # f(1) - f(0) = 3
+
+    def f(z):  # f(1) - f(0) = 3
+        return 3 * z - 1
+
     (g,) = score_function_grad(f, lambda: Bernoulli(a, event_ndim=0), [a], samples=5, baseline="mean")
     p = 1 / (1 + math.exp(-a0))
     m, se = mean_se(minivae.to_numpy(g))
@@ -161,7 +164,10 @@ def test_grad_of_the_parameters_is_left_as_it_was():
 
 def test_bad_input_errors():
     mu = T([0.0, 0.0], grad=True)
-    q_fn = lambda: Normal(mu, 1.0)  # event_ndim=1: one value of f per draw of the pair
+
+    def q_fn():  # event_ndim=1: one value of f per draw of the pair
+        return Normal(mu, 1.0)
+
     with pytest.raises(ValueError, match=r"f\(z\) must return a Tensor of one value per draw, shape \(3,\) "
                                          r"for z of shape \(3, 2\); got \(3, 2\)"):
         pathwise_grad(lambda z: z * z, q_fn, [mu], 3)

@@ -10,8 +10,8 @@ from 0 for log and division). Tensor operators (+, @, sum, slicing, ...) are row
 Then: stability at +-1000, and the errors for shapes that do not fit.
 """
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pytest

@@ -10,7 +10,13 @@ from hypothesis import strategies as st
 import minivae
 from minivae import Tensor, gradcheck, nn
 from minivae.nn import conv2d, conv2d_transpose, max_pool2d, upsampling2d
-from minivae.nn.im2col import col2im, conv_output_length, deconv_output_length, im2col, padding_amounts
+from minivae.nn.im2col import (
+    col2im,
+    conv_output_length,
+    deconv_output_length,
+    im2col,
+    padding_amounts,
+)
 
 # --- the rules, restated plainly (TensorFlow's, which Keras uses) ----------------
 
@@ -499,3 +505,66 @@ def test_non_square_strides_against_torch_and_finite_differences(torch, strides)
     assert gradcheck(lambda a, w: conv2d(a, w, strides=strides, padding="same"), [small, ks])
     assert gradcheck(lambda a, w: conv2d_transpose(a, w, strides=strides, padding="same"), [small, ks])
     assert gradcheck(lambda a: max_pool2d(a, (2, 2), strides, "same"), [small])
+
+
+# --- initializers: PyTorch's default, and weights brought from PyTorch ------------------
+
+TORCH_INIT = {"kernel_initializer": "pytorch", "bias_initializer": "pytorch"}
+
+
+@pytest.mark.parametrize("make, input_shape, fan_in", [
+    (lambda: nn.Conv2D(64, 3, **TORCH_INIT), (8, 8, 32), 3 * 3 * 32),
+    # torch's fan_in of a transposed kernel (in, out, kh, kw) is out * kh * kw
+    (lambda: nn.Conv2DTranspose(32, 3, **TORCH_INIT), (8, 8, 64), 3 * 3 * 32),
+    (lambda: nn.Dense(300, **TORCH_INIT), (200,), 200),
+], ids=["Conv2D", "Conv2DTranspose", "Dense"])
+def test_pytorch_initializer_draws_uniform_on_one_over_sqrt_fan_in(make, input_shape, fan_in):
+    layer = make()
+    layer.build(input_shape)
+    bound = 1 / math.sqrt(fan_in)
+    kernel, bias = layer.kernel.numpy(), layer.bias.numpy()
+    assert np.abs(kernel).max() <= bound and np.abs(bias).max() <= bound
+    # >= 18,000 draws: a 3% band on the std is ten standard errors (as for glorot above)
+    assert kernel.std() == pytest.approx(bound / math.sqrt(3), rel=0.03)
+    assert np.unique(bias).size == bias.size  # drawn, not zeros
+
+
+def test_weights_exported_from_torch_give_torch_outputs(torch):
+    torch.manual_seed(0)
+    linear, conv = torch.nn.Linear(4, 3), torch.nn.Conv2d(2, 5, 3)
+    deconv = torch.nn.ConvTranspose2d(2, 5, 3, stride=2)
+
+    def weights(w):  # an initializer returning given weights (the fans are not needed)
+        return lambda shape, fan_in, fan_out, dtype: w
+
+    def from_torch(module, kernel_layout):
+        kernel = module.weight.detach().numpy().transpose(kernel_layout)
+        return dict(kernel_initializer=weights(kernel),
+                    bias_initializer=weights(module.bias.detach().numpy()))
+
+    x = np.random.default_rng(0).standard_normal((2, 6, 6, 2))
+    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+    dense = nn.Dense(3, **from_torch(linear, (1, 0)))  # nn.Linear's (out, in) -> Dense's (in, out)
+    v = x[:, 0, :4, 0]  # (2, 4)
+    expected = linear(torch.from_numpy(v.copy())).detach().numpy()
+    np.testing.assert_allclose(dense(Tensor(v, dtype="float64")).numpy(), expected,
+                               rtol=1e-12, atol=1e-12)
+    layout = (2, 3, 1, 0)  # torch's (out, in, kh, kw) or (in, out, kh, kw) -> (kh, kw, ., .)
+    for theirs, ours in [(conv, nn.Conv2D(5, 3, **from_torch(conv, layout))),
+                         (deconv, nn.Conv2DTranspose(5, 3, 2, **from_torch(deconv, layout)))]:
+        expected = theirs(xt).detach().numpy().transpose(0, 2, 3, 1)
+        got = ours(Tensor(x, dtype="float64")).numpy()
+        if isinstance(ours, nn.Conv2DTranspose):
+            # Keras's 'valid' window of torch's full output
+            expected = expected[:, : got.shape[1], : got.shape[2]]
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_initializer_errors_name_the_layer_and_the_shapes():
+    with pytest.raises(ValueError, match=r"unknown initializer 'he'; expected one of "
+                                         r"\['glorot_uniform', 'pytorch', 'zeros'\] or a callable"):
+        nn.Dense(3, kernel_initializer="he")
+    layer = nn.Dense(3, kernel_initializer=lambda shape, fan_in, fan_out, dtype: np.zeros((3, 4)))
+    with pytest.raises(ValueError, match=r"Dense: the kernel initializer returned shape \(3, 4\), "
+                                         r"expected \(4, 3\)"):
+        layer.build((4,))

@@ -54,8 +54,10 @@ def test_adam_follows_torch_for_100_steps(torch):
 
 def test_sgd_with_and_without_momentum_follows_torch(torch):
     for momentum in (0.0, 0.9):
-        ours = minivae_trajectory(lambda p: SGD(p, lr=0.1, momentum=momentum), 50)
-        theirs = torch_trajectory(torch, lambda p: torch.optim.SGD(p, lr=0.1, momentum=momentum), 50)
+        ours = minivae_trajectory(lambda p, m=momentum: SGD(p, lr=0.1, momentum=m), 50)
+        theirs = torch_trajectory(
+            torch, lambda p, m=momentum: torch.optim.SGD(p, lr=0.1, momentum=m), 50
+        )
         assert_same_path(ours, theirs, atol=1e-10)
 
 

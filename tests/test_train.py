@@ -3,9 +3,8 @@ import numpy as np
 import pytest
 
 import minivae
-from minivae import backend
+from minivae import backend, train
 from minivae import functional as F
-from minivae import train
 from minivae.nn import Dense, Module, Sequential
 from minivae.optim import SGD, Adam
 from minivae.tensor import Tensor
@@ -212,3 +211,47 @@ def test_history_csv_has_one_row_per_epoch():
     np.testing.assert_array_equal(table[:, 4], history.metrics["val_loss"])
 
 
+
+
+def test_a_summed_loss_with_reduction_sum_records_the_same_per_example_means():
+    def summed(model):
+        mean = _mse(model)
+        return lambda x: {k: v * x.shape[0] for k, v in mean(x).items()}
+
+    x = _data(n=40)
+    histories = []
+    # batches of 10 (30 rows): a summed loss's SGD step is the mean's times 10, so lr / 10
+    # walks the same path, and fit must record the same per-example means for both
+    for loss, reduction, lr in ((_mse, "mean", 1e-2), (summed, "sum", 1e-3)):
+        model = _autoencoder()
+        opt = SGD(model.parameters(), lr=lr)
+        histories.append(train.fit(model, loss(model), opt, x[:30], x[30:], epochs=2,
+                                   batch_size=10, verbose=False, reduction=reduction))
+    mean, total = histories
+    for k in mean.metrics:
+        np.testing.assert_allclose(total[k], mean[k], rtol=1e-5)
+    model = _autoencoder()
+    per_example = train.evaluate(model, _mse(model), x[30:], batch_size=3)  # batches 3, 3, 3, 1
+    summed_eval = train.evaluate(model, summed(model), x[30:], batch_size=3, reduction="sum")
+    for k in per_example:
+        assert summed_eval[k] == pytest.approx(per_example[k], rel=1e-6)
+    with pytest.raises(ValueError, match=r"fit: reduction must be 'mean' or 'sum', got 'none'"):
+        _run(epochs=1, reduction="none")
+
+
+def test_epoch_time_excludes_the_validation_pass(monkeypatch):
+    # a fake clock that only the validation pass moves: fit's seconds must not see it
+    clock = [0.0]
+    monkeypatch.setattr(train.time, "perf_counter", lambda: clock[0])
+    model = _autoencoder()
+    mse = _mse(model)
+
+    def loss_fn(x):
+        if not model.training:
+            clock[0] += 100.0
+        return mse(x)
+
+    x = _data()
+    history = train.fit(model, loss_fn, Adam(model.parameters()), x[:32], x[32:], epochs=2,
+                        batch_size=10, verbose=False)
+    assert clock[0] == 2 * 100.0 and history.seconds == [0.0, 0.0]

@@ -261,3 +261,80 @@ def test_bad_input_errors_say_what_was_wrong():
         VAE(Sequential([Flatten(), Dense(4)]), Sequential([Dense(12)]), posterior="full").elbo(x)
     with pytest.raises(ValueError, match=r"the encoder gives a 2-dimensional latent, the prior has shape \(3,\)"):
         VAE(Sequential([Flatten(), Dense(4)]), Sequential([Dense(12)]), prior=StandardNormal(3, "float64")).elbo(x)
+
+
+# ---------------------------------------------------------------- the API a PyTorch user meets
+
+
+class TwoHeads(minivae.nn.Module):
+    """PyTorch's fc21/fc22: one hidden layer, then separate heads for mu and log_var."""
+
+    def __init__(self, l=2):
+        self.hidden, self.mu, self.log_var = Dense(5, "tanh"), Dense(l), Dense(l)
+
+    def forward(self, x):
+        h = self.hidden(x.reshape(x.shape[0], -1))
+        return self.mu(h), self.log_var(h)
+
+
+def test_a_two_head_encoder_is_the_same_model_as_one_concatenated_output():
+    x = data()
+    heads = TwoHeads()
+    two = VAE(heads, Sequential([Dense(5, "tanh"), Dense(12)]))
+    joined = VAE(lambda x: F.concatenate(list(heads(x)), axis=-1), two.decoder)
+    eps = T(np.random.default_rng(1).standard_normal((1, 4, 2)))
+    a, b = two.elbo(x, eps=eps), joined.elbo(x, eps=eps)
+    for k in a:
+        assert float(a[k].numpy()) == float(b[k].numpy())
+    two.elbo(x, eps=eps)["loss"].backward()
+    assert heads.mu.kernel.grad is not None and heads.log_var.kernel.grad is not None
+
+
+def test_two_head_encoder_errors_name_the_heads():
+    x = data()
+    vae = VAE(lambda x: (T(np.zeros((4, 2))),), Sequential([Dense(12)]))
+    with pytest.raises(ValueError, match=r"VAE.encode: a 'diag' posterior's encoder returns one "
+                                         r"\(N, k\) Tensor or the Tensors \(mu, log_var\); "
+                                         r"got \[\(4, 2\)\]"):
+        vae.elbo(x)
+    vae = VAE(lambda x: (T(np.zeros((4, 2))), T(np.zeros((4, 3)))), Sequential([Dense(12)]))
+    with pytest.raises(ValueError, match=r"have shapes \[\(4, 2\), \(4, 3\)\]; "
+                                         r"for x of shape \(4, 2, 3\) "
+                                         r"expected \[\(4, 2\), \(4, 2\)\]"):
+        vae.elbo(x)
+
+
+def test_a_full_posterior_takes_three_heads():
+    x = data()
+    h = T(np.random.default_rng(2).standard_normal((4, 5)))
+    split = VAE(lambda x: F.split(h, [2, 2, 1], axis=-1), Sequential([Dense(12)]), posterior="full")
+    joined = VAE(constant_encoder(h), split.decoder, posterior="full")
+    eps = T(np.random.default_rng(1).standard_normal((1, 4, 2)))
+    a, b = split.elbo(x, eps=eps)["loss"], joined.elbo(x, eps=eps)["loss"]
+    assert float(a.numpy()) == float(b.numpy())
+
+
+def test_summed_elbo_is_the_mean_times_the_batch_size():
+    vae, x = tiny_vae(), data()
+    eps = T(np.random.default_rng(1).standard_normal((3, 4, 2)))
+    mean, total = vae.elbo(x, samples=3, eps=eps), vae.elbo(x, samples=3, eps=eps, reduction="sum")
+    for k in mean:
+        assert float(total[k].numpy()) == pytest.approx(4 * float(mean[k].numpy()), rel=1e-12)
+    with pytest.raises(ValueError, match=r"VAE.elbo: unknown reduction 'none'; "
+                                         r"expected one of \('mean', 'sum'\)"):
+        vae.elbo(x, reduction="none")
+
+
+def test_log_marginal_takes_host_arrays_returns_a_tensor_and_batches_the_images():
+    vae = tiny_vae()
+    x = np.random.default_rng(0).uniform(size=(5, 2, 3))  # a host array
+    vae.build((2, 3), dtype="float64")  # the weights first: building draws random numbers
+    minivae.seed(3)
+    batched = vae.log_marginal(x, samples=20, chunk=8, batch_size=2)  # images 0-1, 2-3, 4
+    assert isinstance(batched, Tensor) and batched.shape == (5,) and not batched.requires_grad
+    minivae.seed(3)
+    one_by_one = [vae.log_marginal(T(x[i:i + 2]), samples=20, chunk=8) for i in (0, 2, 4)]
+    np.testing.assert_array_equal(batched.numpy(), np.concatenate([t.numpy() for t in one_by_one]))
+    with pytest.raises(ValueError, match=r"VAE.log_marginal: batch_size must be a positive "
+                                         r"integer, got 0"):
+        vae.log_marginal(x, batch_size=0)

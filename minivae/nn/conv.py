@@ -19,8 +19,7 @@ from .im2col import (
     padding_amounts,
     window_offsets,
 )
-from .layers import Layer, check_input, glorot_uniform, zeros
-
+from .layers import Layer, check_input, get_initializer, make_weights
 
 # --- convolution --------------------------------------------------------------
 
@@ -104,21 +103,21 @@ def _sum_rows(g2):
 class _Conv(Layer):
     """What Conv2D and Conv2DTranspose share: arguments, lazy weights, input checks."""
 
-    def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None):
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros"):
         super().__init__(activation)
+        self.kernel_initializer = get_initializer(kernel_initializer)
+        self.bias_initializer = get_initializer(bias_initializer)
         self.filters = int(filters)
-        self.kernel_size = _pair(kernel_size, "kernel_size", self)
-        self.strides = _pair(strides, "strides", self)
+        self.kernel_size = _size_pair(kernel_size, "kernel_size", self)
+        self.strides = _size_pair(strides, "strides", self)
         self.padding = _padding(padding, self)
         self.kernel = self.bias = None
 
     def _build(self, x: Tensor) -> None:
         check_input(self, x, 4)
-        kh, kw = self.kernel_size
-        c, f = x.shape[-1], self.filters
-        # Keras's fans for every conv kernel: receptive field times the kernel's last two axes
-        self.kernel = glorot_uniform(self._kernel_shape(c), kh * kw * c, kh * kw * f, x.dtype)
-        self.bias = zeros((f,), x.dtype)
+        shape = self._kernel_shape(x.shape[-1])
+        self.kernel, self.bias = make_weights(self, shape, self.filters, x.dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.kernel is None:
@@ -128,7 +127,8 @@ class _Conv(Layer):
 
 
 class Conv2D(_Conv):
-    """Convolution: (N, H, W, C) -> (N, oh, ow, filters), kernel (kh, kw, C, filters)."""
+    """Convolution: (N, H, W, C) -> (N, oh, ow, filters), kernel (kh, kw, C, filters)
+    (PyTorch's nn.Conv2d weight (filters, C, kh, kw) permuted by (2, 3, 1, 0))."""
 
     def _kernel_shape(self, c):
         return (*self.kernel_size, c, self.filters)
@@ -144,7 +144,8 @@ class Conv2D(_Conv):
 
 
 class Conv2DTranspose(_Conv):
-    """Transposed convolution: (N, h, w, C) -> (N, H, W, filters), kernel (kh, kw, filters, C)."""
+    """Transposed convolution: (N, h, w, C) -> (N, H, W, filters), kernel (kh, kw, filters, C)
+    (PyTorch's nn.ConvTranspose2d weight (C, filters, kh, kw) permuted by (2, 3, 1, 0))."""
 
     def _kernel_shape(self, c):
         return (*self.kernel_size, self.filters, c)
@@ -199,8 +200,8 @@ class MaxPool2D(Layer):
 
     def __init__(self, pool_size=2, strides=None, padding="valid"):
         super().__init__()
-        self.pool_size = _pair(pool_size, "pool_size", self)
-        self.strides = _pair(strides, "strides", self) if strides is not None else self.pool_size
+        self.pool_size = _size_pair(pool_size, "pool_size", self)
+        self.strides = self.pool_size if strides is None else _size_pair(strides, "strides", self)
         self.padding = _padding(padding, self)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -238,7 +239,7 @@ class UpSampling2D(Layer):
 
     def __init__(self, size=2):
         super().__init__()
-        self.size = _pair(size, "size", self)
+        self.size = _size_pair(size, "size", self)
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, 4)
@@ -248,7 +249,7 @@ class UpSampling2D(Layer):
 # --- argument checks ----------------------------------------------------------
 
 
-def _pair(value, what: str, layer) -> tuple[int, int]:
+def _size_pair(value, what: str, layer) -> tuple[int, int]:
     """An int or a pair of positive ints, as Keras accepts for sizes and strides."""
     pair = (value, value) if isinstance(value, int) else tuple(value)
     if len(pair) != 2 or not all(isinstance(v, int) and v >= 1 for v in pair):

@@ -2,7 +2,15 @@
 kernels, zero biases, weights created on the first call.
 
 Each layer keeps its weights in ``kernel`` and ``bias``, shaped as in Keras, so the
-parameter counts of ``summary()`` match a Keras lecture line for line.
+parameter counts of ``summary()`` match a Keras lecture line for line. A Dense kernel
+is (in, out), the transpose of PyTorch's nn.Linear weight (out, in); a Conv2D kernel is
+(kh, kw, in, out), PyTorch's (out, in, kh, kw) permuted.
+
+Weights are created on the first call, when the input's size is known: build a model
+with ``model.build(input_shape)`` before making its optimiser. ``kernel_initializer``
+and ``bias_initializer`` choose how: a name from INITIALIZERS, or a function
+``init(shape, fan_in, fan_out, dtype) -> array`` (a host or device array, e.g. weights
+exported from PyTorch).
 """
 from __future__ import annotations
 
@@ -32,15 +40,54 @@ def get_activation(activation):
     return ACTIVATIONS[activation]
 
 
-def glorot_uniform(shape, fan_in: int, fan_out: int, dtype) -> Tensor:
+def glorot_uniform(shape, fan_in: int, fan_out: int, dtype):
     """Uniform on [-limit, limit], limit = sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio 2010):
     keeps the variance of activations and gradients roughly equal from layer to layer."""
     limit = math.sqrt(6.0 / (fan_in + fan_out))
-    return Tensor(backend.uniform(shape, dtype, -limit, limit), requires_grad=True)
+    return backend.uniform(shape, dtype, -limit, limit)
 
 
-def zeros(shape, dtype) -> Tensor:
-    return Tensor(backend.full(shape, 0.0, dtype), requires_grad=True)
+def pytorch_uniform(shape, fan_in: int, fan_out: int, dtype):
+    """PyTorch's default for nn.Linear and nn.Conv2d, weights and biases alike: uniform on
+    [-1/sqrt(fan_in), 1/sqrt(fan_in)] (its kaiming_uniform_ with a = sqrt(5))."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return backend.uniform(shape, dtype, -bound, bound)
+
+
+def zeros(shape, fan_in: int, fan_out: int, dtype):
+    return backend.full(shape, 0.0, dtype)
+
+
+INITIALIZERS = {"glorot_uniform": glorot_uniform, "pytorch": pytorch_uniform, "zeros": zeros}
+
+
+def get_initializer(initializer):
+    """An initializer by name (see INITIALIZERS) or a callable (shape, fan_in, fan_out, dtype)."""
+    if callable(initializer):
+        return initializer
+    if initializer not in INITIALIZERS:
+        raise ValueError(
+            f"unknown initializer {initializer!r}; expected one of {sorted(INITIALIZERS)} "
+            "or a callable init(shape, fan_in, fan_out, dtype)"
+        )
+    return INITIALIZERS[initializer]
+
+
+def make_weights(layer, kernel_shape, outputs: int, dtype) -> tuple[Tensor, Tensor]:
+    """The layer's kernel and bias (one per output), from its initializers. Fans as Keras:
+    fan_in = prod(kernel_shape[:-1]), fan_out = the receptive field times kernel_shape[-1]
+    (for a Dense kernel (in, out): in and out)."""
+    fan_in = math.prod(kernel_shape[:-1])
+    fan_out = math.prod(kernel_shape[:-2]) * kernel_shape[-1]
+    weights = []
+    for what, init, shape in [("kernel", layer.kernel_initializer, tuple(kernel_shape)),
+                              ("bias", layer.bias_initializer, (outputs,))]:
+        w = Tensor(init(shape, fan_in, fan_out, dtype), dtype=backend.float_name(dtype))
+        if w.shape != shape:
+            raise ValueError(f"{layer.name}: the {what} initializer returned shape {w.shape}, "
+                             f"expected {shape}")
+        weights.append(Tensor(w.data, requires_grad=True))
+    return tuple(weights)
 
 
 def check_input(layer, x: Tensor, rank: int, last: int | None = None) -> None:
@@ -62,10 +109,16 @@ class Layer(Module):
 
 
 class Dense(Layer):
-    """y = activation(x @ kernel + bias), kernel (in, units), applied over the last axis."""
+    """y = activation(x @ kernel + bias), kernel (in, units), applied over the last axis.
 
-    def __init__(self, units: int, activation=None):
+    kernel_initializer="pytorch", bias_initializer="pytorch" give nn.Linear's default init.
+    """
+
+    def __init__(self, units: int, activation=None, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros"):
         super().__init__(activation)
+        self.kernel_initializer = get_initializer(kernel_initializer)
+        self.bias_initializer = get_initializer(bias_initializer)
         self.units = int(units)
         self.kernel = self.bias = None
 
@@ -73,9 +126,8 @@ class Dense(Layer):
         if self.kernel is None:
             if x.ndim < 2:
                 raise ValueError(f"Dense: expected input of shape (N, ..., features), got {x.shape}")
-            n_in = x.shape[-1]
-            self.kernel = glorot_uniform((n_in, self.units), n_in, self.units, x.dtype)
-            self.bias = zeros((self.units,), x.dtype)
+            shape = (x.shape[-1], self.units)
+            self.kernel, self.bias = make_weights(self, shape, self.units, x.dtype)
         elif x.ndim < 2 or x.shape[-1] != self.kernel.shape[0]:
             raise ValueError(f"Dense: expected input of shape (N, ..., {self.kernel.shape[0]}), got {x.shape}")
         return self.activation(x @ self.kernel + self.bias)
