@@ -49,7 +49,7 @@ def run(script: str, args, env=None, timeout=300) -> subprocess.CompletedProcess
     base = {k: v for k, v in os.environ.items() if k != "MINIVAE_DEBUG"}  # a case asks for it itself
     env = {**base, "MPLBACKEND": "Agg", "PYTHONPATH": os.pathsep.join(p for p in paths if p), **(env or {})}
     return subprocess.run([sys.executable, str(SCRIPTS[script]), *args], capture_output=True, text=True,
-                          env=env, timeout=timeout)
+                          env=env, timeout=timeout, check=False)
 
 
 # --- what a case prepares ------------------------------------------------------------------
@@ -207,6 +207,15 @@ CASES = [
 ]
 
 
+def read_only(folder: Path) -> bool:
+    """Make `folder` read-only with a bind mount (root ignores permission bits); False where that
+    cannot be done. Undo it with umount."""
+    for command in (["mount", "--bind", str(folder), str(folder)], ["mount", "-o", "remount,bind,ro", str(folder)]):
+        if subprocess.run(command, capture_output=True, check=False).returncode != 0:
+            return False
+    return True
+
+
 def case_args(script, args, out):
     return [*QUICK[script], *(a.replace("{out}", str(out)) for a in args)]
 
@@ -241,12 +250,11 @@ def outcome(done: subprocess.CompletedProcess, out: Path, seconds: float) -> dic
 
 
 def run_case(case, folder: Path) -> dict:
-    name, script, setup, args = case
+    _, script, setup, args = case
     out = folder / "out"
     if setup == READ_ONLY:
         out.mkdir(parents=True)
-        if subprocess.run(["mount", "--bind", str(out), str(out)], capture_output=True).returncode or \
-                subprocess.run(["mount", "-o", "remount,bind,ro", str(out)], capture_output=True).returncode:
+        if not read_only(out):
             return {"rc": None, "last": "(skipped: no read-only bind mount here)", "lines": 0, "traceback": False,
                     "seconds": 0.0, "tmp": [], "bad_json": []}
         try:
