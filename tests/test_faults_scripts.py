@@ -10,12 +10,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
+import fault_cases as fc
 import numpy as np
 import pytest
 
-import fault_cases as fc
 from minivae import cli, files, train
 
 pytestmark = pytest.mark.backends("numpy")  # the scripts pick their own backend
