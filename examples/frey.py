@@ -98,7 +98,9 @@ def main(argv=None) -> dict:
         check_recipe(recipe_file, recipe)
         history = cli.load_checkpoint(checkpoint, vae, optimizer)
         say(f"resuming {checkpoint} after epoch {len(history)}")
-    else:
+    else:  # a new run replaces the one in --out: its checkpoint must not outlive its recipe
+        if os.path.exists(checkpoint):
+            os.unlink(checkpoint)
         files.write_json(recipe_file, recipe)
     history = train.fit(vae, loss_fn, optimizer, x_train, x_val, epochs=args.epochs, batch_size=args.batch_size,
                         seed=args.seed, patience=args.patience, verbose=not args.quiet, history=history,

@@ -79,6 +79,14 @@ def a_frey_run(out: Path):
     return {}
 
 
+def a_run_replaced_by_a_failed_one(out: Path):
+    """A finished frey run in `out`, then a new run there under --lr 1e30 that fails in its first epoch."""
+    a_frey_run(out)
+    done = run("frey", [*QUICK["frey"], "--lr", "1e30", "--out", str(out)])
+    assert done.returncode == 1, done.stderr
+    return {}
+
+
 def checkpoint(damage):
     def setup(out: Path):
         a_frey_run(out)
@@ -198,6 +206,13 @@ CASES = [
      ["--variant", "denoising", "--noise-std", "inf", "--out", "{out}"]),
     ("--mask-fraction nan (fashion_autoencoder denoising)", A, nothing,
      ["--variant", "denoising", "--mask-fraction", "nan", "--out", "{out}"]),
+    # a new run over an old one that stops before its first checkpoint: --resume must not mix them
+    ("a new run (--lr 1e30) that fails over a finished one, then --resume --lr 1e30 (frey)", F,
+     a_run_replaced_by_a_failed_one, ["--resume", "--epochs", "2", "--lr", "1e30", "--out", "{out}"]),
+    # the smallest data the flags allow: one validation face, one training and one test image
+    ("--limit 10: 9 faces to train, 1 to validate (frey)", F, nothing, ["--limit", "10", "--out", "{out}"]),
+    ("--limit 1 --batch-size 64 (fashion_autoencoder)", A, nothing, ["--limit", "1", "--batch-size", "64",
+                                                                    "--out", "{out}"]),
     # 16. stale temporary files of a dead run
     *[(f"stale *.<pid>.tmp in --out ({s})", s, stale_temporaries, ["--out", "{out}"]) for s in (F, A, E)],
     # the rule: a traceback only when asked for

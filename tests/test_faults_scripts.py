@@ -184,6 +184,28 @@ def test_resume_under_other_flags_is_a_flag_error(capsys, tmp_path, finished_run
     one_line(capsys, F, "has hidden = 8, not 9")
 
 
+def test_a_new_run_takes_the_old_runs_checkpoint_with_it(capsys, tmp_path, finished_run):
+    # else a new run that fails before its first checkpoint leaves its recipe beside the old run's
+    # checkpoint, and --resume would continue the old run as if it were the new one
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    assert run_here(F, "--lr", "1e30", "--out", out) == 1
+    assert not (out / "checkpoint.npz").exists()
+    capsys.readouterr()
+    assert run_here(F, "--lr", "1e30", "--resume", "--out", out) == 2
+    one_line(capsys, F, "--resume: no checkpoint at")
+
+
+# --- the smallest data the flags allow ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("script, args", [(F, ["--limit", "10"]), (A, ["--limit", "1", "--batch-size", "64"])])
+def test_the_smallest_data_the_flags_allow_runs_to_finite_results(tmp_path, script, args):
+    assert run_here(script, *args, "--out", tmp_path) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())  # strict: would refuse NaN
+    assert metrics["val_log_px" if script == F else "test_loss"]
+
+
 # --- NaN in the first epoch -------------------------------------------------------------------
 
 
