@@ -18,7 +18,7 @@ def atomic_write(path, mode: str = "wb"):
     kill -9 can leave the temporary behind; remove_stale_temporaries clears it later."""
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"  # beside the target: os.replace is atomic only within a file system
+    tmp = temporary_name(path)
     try:
         with open(tmp, mode) as f:
             yield f
@@ -31,6 +31,13 @@ def atomic_write(path, mode: str = "wb"):
         if isinstance(e, OSError) and e.filename == tmp:
             e.filename = path  # the file the caller asked for: the temporary is gone
         raise
+
+
+def temporary_name(path) -> str:
+    """Where atomic_write puts `path` while writing it: beside it (os.replace is atomic only
+    within a file system), named after this process, so that a later run can tell whether the
+    writer is still alive (remove_stale_temporaries)."""
+    return f"{os.fspath(path)}.{os.getpid()}.tmp"
 
 
 def remove_stale_temporaries(folder) -> list[str]:
