@@ -324,3 +324,32 @@ def frey_model(out):
     decoder.build((latent,))
     vae = VAE(encoder, decoder, likelihood="gaussian")
     return vae, Adam(vae.parameters(), lr=recipe["lr"])
+
+
+# --- cli.run itself -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("error, status, words", [
+    (cli.UsageError("--x: no"), 2, ["error: --x: no"]),
+    (ValueError("bad\nvalue"), 1, ["error: bad value"]),  # one line, whatever the message held
+    (OSError(28, "No space left on device", "/a/b"), 1, ["error: /a/b: No space left on device"]),
+    (ZeroDivisionError("division by zero"), 1, ["ZeroDivisionError: division by zero", "--debug"]),
+])
+def test_run_reports_every_failure_in_one_line(capsys, monkeypatch, error, status, words):
+    def main(argv):
+        raise error
+    assert cli.run(main, "x.py", []) == status
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("x.py: error: ") and all(w in err for w in words), err
+    with pytest.raises(type(error)):  # asked for the traceback: the exception goes on up
+        cli.run(main, "x.py", ["--debug"])
+    monkeypatch.setenv("MINIVAE_DEBUG", "1")
+    with pytest.raises(type(error)):
+        cli.run(main, "x.py", [])
+
+
+def test_run_reports_an_interrupt_as_one_line(capsys):
+    def main(argv):
+        raise KeyboardInterrupt
+    assert cli.run(main, "x.py", []) == 130
+    assert capsys.readouterr().err == "x.py: interrupted\n"
