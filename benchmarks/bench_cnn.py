@@ -89,7 +89,8 @@ def timed(step, clock) -> float:
 
 def main(argv=None):
     parser = cli.Parser(prog="bench_cnn.py", description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=cli.positive_int, default=40, help="timed steps per engine")
+    parser.add_argument("--repeats", type=cli.positive_int, default=40,
+                        help="timed steps per engine")
     parser.add_argument("--batch", type=cli.positive_int, default=64)
     parser.add_argument("--backend", default="numpy", choices=backend.BACKENDS)
     parser.add_argument("--torch-threads", type=cli.positive_int, default=2,

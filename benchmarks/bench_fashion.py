@@ -101,8 +101,10 @@ def _seconds(fn, arg):
 
 def main(argv=None):
     parser = cli.Parser(prog="bench_fashion.py", description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=cli.positive_int, default=50, help="training steps per timing")
-    parser.add_argument("--repeats", type=cli.positive_int, default=3, help="timings per side (the median is reported)")
+    parser.add_argument("--steps", type=cli.positive_int, default=50,
+                        help="training steps per timing")
+    parser.add_argument("--repeats", type=cli.positive_int, default=3,
+                        help="timings per side (the median is reported)")
     parser.add_argument("--backend", choices=backend.BACKENDS, default="numpy")
     args = parser.parse_args(argv)
 

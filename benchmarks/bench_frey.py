@@ -92,9 +92,11 @@ def torch_runner(torch, x_train, x_val, seed=0):
 
 def main(argv=None):
     p = cli.Parser(prog="bench_frey.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--epochs", type=cli.positive_int, default=20, help="timed epochs of each (default 20), after 2 warm-up epochs")
+    p.add_argument("--epochs", type=cli.positive_int, default=20,
+                   help="timed epochs of each (default 20), after 2 warm-up epochs")
     p.add_argument("--backend", default="numpy", choices=backend.BACKENDS)
-    p.add_argument("--torch-threads", type=cli.positive_int, default=2, help="PyTorch's threads (default 2)")
+    p.add_argument("--torch-threads", type=cli.positive_int, default=2,
+                   help="PyTorch's threads (default 2)")
     args = p.parse_args(argv)
     import torch
 

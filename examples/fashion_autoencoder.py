@@ -205,11 +205,13 @@ def parse_args(argv=None):
     p.add_argument("--backend", choices=backend.BACKENDS, default="numpy")
     p.add_argument("--out", help="output folder (default runs/fashion_<variant>)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
-    p.add_argument("--limit", type=cli.positive_int, help="use only the first N training and N test images")
+    p.add_argument("--limit", type=cli.positive_int,
+                   help="use only the first N training and N test images")
     p.add_argument("--noise-std", type=cli.nonnegative_float, default=0.3,
                    help="denoising: std of the Gaussian noise added to the inputs (0 for none)")
     p.add_argument("--mask-fraction", type=cli.fraction, default=0.0,
-                   help="denoising: fraction of pixels set to 0 in each input (masking noise), in [0, 1)")
+                   help="denoising: fraction of pixels set to 0 in each input (masking noise), "
+                        "in [0, 1)")
     args = p.parse_args(argv)
     args.out = args.out or os.path.join("runs", f"fashion_{args.variant}")
     return args

@@ -94,7 +94,8 @@ def main(argv=None) -> dict:
     history = None
     if args.resume:
         if not os.path.isfile(checkpoint):
-            raise cli.UsageError(f"--resume: no checkpoint at {checkpoint}; run once without --resume first")
+            raise cli.UsageError(f"--resume: no checkpoint at {checkpoint}; "
+                                 "run once without --resume first")
         check_recipe(recipe_file, recipe)
         history = cli.load_checkpoint(checkpoint, vae, optimizer)
         say(f"resuming {checkpoint} after epoch {len(history)}")
@@ -170,13 +171,14 @@ def check_recipe(path, recipe: dict) -> None:
             f"--resume: {path} is not a recipe (a JSON {type(saved).__name__}, not an object)")
     missing = [k for k in RECIPE if k not in saved]
     if missing:
-        raise ValueError(f"--resume: {path} lacks {', '.join(missing)} (written by an older frey.py?), so the "
-                         "run's flags cannot be checked; start a new run in another --out")
+        raise ValueError(f"--resume: {path} lacks {', '.join(missing)} (written by an older "
+                         "frey.py?), so the run's flags cannot be checked; start a new run in "
+                         "another --out")
     for k in RECIPE:
         if saved[k] != recipe[k]:
-            raise cli.UsageError(f"--resume: the run in {os.path.dirname(path)} has {k} = {saved[k]!r}, not "
-                                 f"{recipe[k]!r}; resume with its flags (only --epochs, --patience and the "
-                                 "output flags may change)")
+            raise cli.UsageError(f"--resume: the run in {os.path.dirname(path)} has {k} = "
+                                 f"{saved[k]!r}, not {recipe[k]!r}; resume with its flags (only "
+                                 "--epochs, --patience and the output flags may change)")
 
 
 # --- the command line ------------------------------------------------------------------------
@@ -186,31 +188,38 @@ def parse_args(argv=None):
     p = cli.Parser(prog="frey.py", description=__doc__.split("\n\n")[0],
                    formatter_class=argparse.RawDescriptionHelpFormatter)
     d = DEFAULTS
-    p.add_argument("--epochs", type=cli.positive_int, help=f"train for up to this many epochs (default {d['epochs']})")
-    p.add_argument("--latent-dim", type=cli.positive_int, help=f"dimensions l of z (default {d['latent_dim']})")
+    p.add_argument("--epochs", type=cli.positive_int,
+                   help=f"train for up to this many epochs (default {d['epochs']})")
+    p.add_argument("--latent-dim", type=cli.positive_int,
+                   help=f"dimensions l of z (default {d['latent_dim']})")
     p.add_argument("--hidden", type=cli.positive_int,
                    help=f"units of the hidden layer of encoder and decoder (default {d['hidden']})")
     p.add_argument("--activation", choices=("relu", "softplus", "tanh"),
                    help=f"activation of the hidden layers (default {d['activation']})")
-    p.add_argument("--batch-size", type=cli.positive_int, help=f"images per step (default {d['batch_size']})")
-    p.add_argument("--lr", type=cli.positive_float, help=f"Adam's learning rate (default {d['lr']})")
+    p.add_argument("--batch-size", type=cli.positive_int,
+                   help=f"images per step (default {d['batch_size']})")
+    p.add_argument("--lr", type=cli.positive_float,
+                   help=f"Adam's learning rate (default {d['lr']})")
     p.add_argument("--estimator", choices=("analytic", "mc"),
                    help="SGVB estimator: 'analytic' = B, KL in closed form; 'mc' = A, KL sampled too "
                         f"(default {d['estimator']})")
-    p.add_argument("--samples", type=cli.positive_int, help=f"draws L of z per image in the ELBO (default {d['samples']})")
+    p.add_argument("--samples", type=cli.positive_int,
+                   help=f"draws L of z per image in the ELBO (default {d['samples']})")
     p.add_argument("--posterior", choices=("diag", "full"),
                    help=f"q(z|x): diagonal or full-covariance Gaussian (default {d['posterior']})")
     p.add_argument("--patience", type=cli.nonnegative_int,
                    help="stop when the validation loss has not improved for this many epochs and keep the "
                         "best weights (default: no early stopping)")
-    p.add_argument("--seed", type=cli.seed, help=f"seed of the split, the weights and every draw (default {d['seed']})")
+    p.add_argument("--seed", type=cli.seed,
+                   help=f"seed of the split, the weights and every draw (default {d['seed']})")
     p.add_argument("--log-px-samples", type=cli.positive_int,
                    help=f"importance samples K for the validation log p(x) (default {d['log_px_samples']})")
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="li-turner: 200 softplus units, 20 latent dims, lr 5e-4, batch 100, K = 5000 "
                         "(flags given explicitly override it)")
     p.add_argument("--limit", type=cli.int_at_least(10),
-                   help="use only the first N faces, N >= 10 (a tenth of them validates; for tests and quick tries)")
+                   help="use only the first N faces, N >= 10 (a tenth of them validates; for "
+                        "tests and quick tries)")
     p.add_argument("--backend", choices=("numpy", "cupy", "strict"), default="numpy",
                    help="where the arrays live: numpy (CPU), cupy (NVIDIA GPU), strict (the array-API "
                         "stand-in for a GPU that the tests use) (default numpy)")

@@ -9,6 +9,7 @@ MINIVAE_DEBUG=1 is set.
     p.add_argument("--lr", type=cli.positive_float)
     sys.exit(cli.run(main, "frey.py"))
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,11 @@ class Parser(argparse.ArgumentParser):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.add_argument("--debug", action="store_true",
-                          help="on an error, show the full traceback (as MINIVAE_DEBUG=1 does)")
+        self.add_argument(
+            "--debug",
+            action="store_true",
+            help="on an error, show the full traceback (as MINIVAE_DEBUG=1 does)",
+        )
 
     def error(self, message):  # the same line cli.run prints for a UsageError
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -55,8 +59,9 @@ def _number(text: str, kind):
     try:
         value = kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
-                                         f"got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
+        ) from None
     if kind is float and not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
     return value
@@ -64,11 +69,13 @@ def _number(text: str, kind):
 
 def int_at_least(low: int):
     """A flag type: an integer >= low."""
+
     def parse(text: str) -> int:
         value = _number(text, int)
         if value < low:
             raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
         return value
+
     parse.__name__ = f"int_at_least({low})"
     return parse
 
@@ -129,13 +136,17 @@ def output_folder(path, flag: str = "--out") -> str:
 
 
 def load_checkpoint(path, model, optimizer):
-    """train.load_checkpoint for --resume: a file that is not a whole checkpoint, or whose numbers are
-    not all finite, is refused with a ValueError naming it and what is wrong."""
+    """train.load_checkpoint for --resume: a file that is not a whole checkpoint, or whose
+    numbers are not all finite, is refused with a ValueError naming it and what is wrong."""
     path = os.fspath(path)
     with open(path, "rb") as f:
         start = f.read(4)
     if start != b"PK\x03\x04":  # every .npz is a zip archive
-        what = "is empty" if not start else f"is not a checkpoint (an .npz archive); it starts with {start!r}"
+        what = (
+            "is empty"
+            if not start
+            else f"is not a checkpoint (an .npz archive); it starts with {start!r}"
+        )
         raise ValueError(f"--resume: {path} {what}")
     try:
         history = train.load_checkpoint(path, model, optimizer)
@@ -143,12 +154,18 @@ def load_checkpoint(path, model, optimizer):
         why = " ".join(str(e.args[0] if isinstance(e, KeyError) and e.args else e).split())
         raise ValueError(f"--resume: {path} is damaged or incomplete ({why})") from e
     metrics = {k: np.asarray(v, dtype=float) for k, v in history.metrics.items()}
-    for part, state in (("weights", model.state_dict()), ("optimiser state", optimizer.state_dict()),
-                        ("best weights", history.best_weights or {}), ("history", metrics)):
+    for part, state in (
+        ("weights", model.state_dict()),
+        ("optimiser state", optimizer.state_dict()),
+        ("best weights", history.best_weights or {}),
+        ("history", metrics),
+    ):
         for name, value in state.items():
             if value.dtype.kind == "f" and not np.isfinite(value).all():
-                raise ValueError(f"--resume: {path} holds NaN or infinite {part} ({name!r}); "
-                                 "it cannot continue a run")
+                raise ValueError(
+                    f"--resume: {path} holds NaN or infinite {part} ({name!r}); "
+                    "it cannot continue a run"
+                )
     return history
 
 

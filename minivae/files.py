@@ -49,7 +49,7 @@ def remove_stale_temporaries(folder) -> list[str]:
     for name in sorted(os.listdir(folder)):
         match = _TEMPORARY.search(name)
         if match and not _running(int(match.group(1))):
-            with contextlib.suppress(FileNotFoundError):  # another run may clean up at the same time
+            with contextlib.suppress(FileNotFoundError):  # another run may be cleaning up too
                 os.unlink(os.path.join(folder, name))
             removed.append(name)
     return removed

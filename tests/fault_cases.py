@@ -1,11 +1,13 @@
 """Bad inputs and faults for the three example scripts, as a user meets them.
 
-    python tests/fault_cases.py > cases.md     # one row per case: exit code and the last stderr line
+    python tests/fault_cases.py > cases.md   # a row per case: exit code, the last stderr line
 
-Each case runs a script in a fresh folder (a subprocess, as a user would); tests/test_faults_scripts.py
-checks the same cases. A case is (name, script, setup, args): setup(folder) prepares the folder and
-returns extra environment variables. "{out}" in args is the run's output folder.
+Each case runs a script in a fresh folder (a subprocess, as a user would); the tests in
+tests/test_faults_scripts.py check the same cases. A case is (name, script, setup, args):
+setup(folder) prepares the folder and returns extra environment variables. "{out}" in args is
+the run's output folder.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,22 +21,26 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = {name: ROOT / "examples" / f"{name}.py" for name in ("frey", "fashion_autoencoder", "estimators")}
-QUICK = {"frey": ["--limit", "20", "--epochs", "1", "--log-px-samples", "2", "--hidden", "8", "--quiet"],
-         "fashion_autoencoder": ["--limit", "16", "--epochs", "1", "--batch-size", "8", "--quiet"],
-         "estimators": []}
+SCRIPTS = {
+    name: ROOT / "examples" / f"{name}.py" for name in ("frey", "fashion_autoencoder", "estimators")
+}
+QUICK = {
+    "frey": ["--limit", "20", "--epochs", "1", "--log-px-samples", "2", "--hidden", "8", "--quiet"],
+    "fashion_autoencoder": ["--limit", "16", "--epochs", "1", "--batch-size", "8", "--quiet"],
+    "estimators": [],
+}
 
-# A fault injected into a script run: sitecustomize is imported at start-up from PYTHONPATH, and makes
-# os.replace fail with "no space left" when it would put a file named MINIVAE_FAULT_FULL in place
-# (atomic_write's last step), as a full disk fails a write.
-_INJECT = '''import errno, os
+# A fault injected into a script run: sitecustomize is imported at start-up from PYTHONPATH, and
+# makes os.replace fail with "no space left" when it would put a file named MINIVAE_FAULT_FULL in
+# place (atomic_write's last step), as a full disk fails a write.
+_INJECT = """import errno, os
 _replace, _full = os.replace, os.environ.get("MINIVAE_FAULT_FULL")
 def _failing_replace(src, dst, *a, **kw):
     if _full and os.path.basename(os.fspath(dst)) == _full:
         raise OSError(errno.ENOSPC, "No space left on device", os.fspath(src))
     return _replace(src, dst, *a, **kw)
 os.replace = _failing_replace
-'''
+"""
 
 
 def injection_dir() -> str:
@@ -46,10 +52,23 @@ def injection_dir() -> str:
 
 def run(script: str, args, env=None, timeout=300) -> subprocess.CompletedProcess:
     paths = [str(ROOT), injection_dir(), os.environ.get("PYTHONPATH", "")]
-    base = {k: v for k, v in os.environ.items() if k != "MINIVAE_DEBUG"}  # a case asks for it itself
-    env = {**base, "MPLBACKEND": "Agg", "PYTHONPATH": os.pathsep.join(p for p in paths if p), **(env or {})}
-    return subprocess.run([sys.executable, str(SCRIPTS[script]), *args], capture_output=True, text=True,
-                          env=env, timeout=timeout, check=False)
+    base = {
+        k: v for k, v in os.environ.items() if k != "MINIVAE_DEBUG"
+    }  # a case asks for it itself
+    env = {
+        **base,
+        "MPLBACKEND": "Agg",
+        "PYTHONPATH": os.pathsep.join(p for p in paths if p),
+        **(env or {}),
+    }
+    return subprocess.run(
+        [sys.executable, str(SCRIPTS[script]), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
 
 
 # --- what a case prepares ------------------------------------------------------------------
@@ -68,6 +87,7 @@ def a_file(out: Path):
 def full_disk(name):
     def setup(out: Path):
         return {"MINIVAE_FAULT_FULL": name}
+
     setup.__name__ = f"full_disk({name})"
     return setup
 
@@ -80,7 +100,7 @@ def a_frey_run(out: Path):
 
 
 def a_run_replaced_by_a_failed_one(out: Path):
-    """A finished frey run in `out`, then a new run there under --lr 1e30 that fails in its first epoch."""
+    """A finished frey run in `out`, then a new run there (--lr 1e30) that fails in epoch 1."""
     a_frey_run(out)
     done = run("frey", [*QUICK["frey"], "--lr", "1e30", "--out", str(out)])
     assert done.returncode == 1, done.stderr
@@ -92,6 +112,7 @@ def checkpoint(damage):
         a_frey_run(out)
         damage(out / "checkpoint.npz")
         return {}
+
     setup.__name__ = damage.__name__
     return setup
 
@@ -135,6 +156,7 @@ def recipe(change):
         a_frey_run(out)
         change(out / "recipe.json")
         return {}
+
     setup.__name__ = "recipe_" + change.__name__
     return setup
 
@@ -173,18 +195,50 @@ F, A, E = "frey", "fashion_autoencoder", "estimators"
 CASES = [
     # 10. OSError: --out naming a file, a folder under a file, an unwritable folder, a full disk
     *[(f"--out names a file ({s})", s, a_file, ["--out", "{out}"]) for s in (F, A, E)],
-    *[(f"--out is a folder under a file ({s})", s, a_file, ["--out", "{out}/sub"]) for s in (F, A, E)],
+    *[
+        (f"--out is a folder under a file ({s})", s, a_file, ["--out", "{out}/sub"])
+        for s in (F, A, E)
+    ],
     *[(f"--out is read-only ({s})", s, READ_ONLY, ["--out", "{out}"]) for s in (F, A, E)],
     ("disk full writing checkpoint.npz (frey)", F, full_disk("checkpoint.npz"), ["--out", "{out}"]),
-    ("disk full writing metrics.json (fashion_autoencoder)", A, full_disk("metrics.json"), ["--out", "{out}"]),
-    ("disk full writing estimators.png (estimators)", E, full_disk("estimators.png"), ["--out", "{out}"]),
+    (
+        "disk full writing metrics.json (fashion_autoencoder)",
+        A,
+        full_disk("metrics.json"),
+        ["--out", "{out}"],
+    ),
+    (
+        "disk full writing estimators.png (estimators)",
+        E,
+        full_disk("estimators.png"),
+        ["--out", "{out}"],
+    ),
     # 11. --resume from damaged checkpoints and recipes
-    *[(f"--resume, checkpoint {d.__name__}", F, checkpoint(d), ["--resume", "--epochs", "2", "--out", "{out}"])
-      for d in (truncated, empty, bit_flipped, a_text_file, without_history, nan_weights)],
-    *[(f"--resume, recipe.json {c.__name__}", F, recipe(c), ["--resume", "--epochs", "2", "--out", "{out}"])
-      for c in (missing, malformed, not_an_object, older)],
+    *[
+        (
+            f"--resume, checkpoint {d.__name__}",
+            F,
+            checkpoint(d),
+            ["--resume", "--epochs", "2", "--out", "{out}"],
+        )
+        for d in (truncated, empty, bit_flipped, a_text_file, without_history, nan_weights)
+    ],
+    *[
+        (
+            f"--resume, recipe.json {c.__name__}",
+            F,
+            recipe(c),
+            ["--resume", "--epochs", "2", "--out", "{out}"],
+        )
+        for c in (missing, malformed, not_an_object, older)
+    ],
     # 12. NaN in the first epoch
-    ("--lr 1e30: NaN in the first epoch (fashion_autoencoder)", A, nothing, ["--lr", "1e30", "--out", "{out}"]),
+    (
+        "--lr 1e30: NaN in the first epoch (fashion_autoencoder)",
+        A,
+        nothing,
+        ["--lr", "1e30", "--out", "{out}"],
+    ),
     ("--lr 1e30: NaN in the first epoch (frey)", F, nothing, ["--lr", "1e30", "--out", "{out}"]),
     # 13. --seed -1 and the other integer flags
     *[(f"--seed -1 ({s})", s, nothing, ["--seed", "-1", "--out", "{out}"]) for s in (F, A, E)],
@@ -200,32 +254,67 @@ CASES = [
     ("--lr inf (frey)", F, nothing, ["--lr", "inf", "--out", "{out}"]),
     ("--lr nan (fashion_autoencoder)", A, nothing, ["--lr", "nan", "--out", "{out}"]),
     ("--lr inf (fashion_autoencoder)", A, nothing, ["--lr", "inf", "--out", "{out}"]),
-    ("--noise-std nan (fashion_autoencoder denoising)", A, nothing,
-     ["--variant", "denoising", "--noise-std", "nan", "--out", "{out}"]),
-    ("--noise-std inf (fashion_autoencoder denoising)", A, nothing,
-     ["--variant", "denoising", "--noise-std", "inf", "--out", "{out}"]),
-    ("--mask-fraction nan (fashion_autoencoder denoising)", A, nothing,
-     ["--variant", "denoising", "--mask-fraction", "nan", "--out", "{out}"]),
+    (
+        "--noise-std nan (fashion_autoencoder denoising)",
+        A,
+        nothing,
+        ["--variant", "denoising", "--noise-std", "nan", "--out", "{out}"],
+    ),
+    (
+        "--noise-std inf (fashion_autoencoder denoising)",
+        A,
+        nothing,
+        ["--variant", "denoising", "--noise-std", "inf", "--out", "{out}"],
+    ),
+    (
+        "--mask-fraction nan (fashion_autoencoder denoising)",
+        A,
+        nothing,
+        ["--variant", "denoising", "--mask-fraction", "nan", "--out", "{out}"],
+    ),
     # a new run over an old one that stops before its first checkpoint: --resume must not mix them
-    ("a new run (--lr 1e30) that fails over a finished one, then --resume --lr 1e30 (frey)", F,
-     a_run_replaced_by_a_failed_one, ["--resume", "--epochs", "2", "--lr", "1e30", "--out", "{out}"]),
+    (
+        "a new run (--lr 1e30) that fails over a finished one, then --resume --lr 1e30 (frey)",
+        F,
+        a_run_replaced_by_a_failed_one,
+        ["--resume", "--epochs", "2", "--lr", "1e30", "--out", "{out}"],
+    ),
     # the smallest data the flags allow: one validation face, one training and one test image
-    ("--limit 10: 9 faces to train, 1 to validate (frey)", F, nothing, ["--limit", "10", "--out", "{out}"]),
-    ("--limit 1 --batch-size 64 (fashion_autoencoder)", A, nothing, ["--limit", "1", "--batch-size", "64",
-                                                                    "--out", "{out}"]),
+    (
+        "--limit 10: 9 faces to train, 1 to validate (frey)",
+        F,
+        nothing,
+        ["--limit", "10", "--out", "{out}"],
+    ),
+    (
+        "--limit 1 --batch-size 64 (fashion_autoencoder)",
+        A,
+        nothing,
+        ["--limit", "1", "--batch-size", "64", "--out", "{out}"],
+    ),
     # 16. stale temporary files of a dead run
-    *[(f"stale *.<pid>.tmp in --out ({s})", s, stale_temporaries, ["--out", "{out}"]) for s in (F, A, E)],
+    *[
+        (f"stale *.<pid>.tmp in --out ({s})", s, stale_temporaries, ["--out", "{out}"])
+        for s in (F, A, E)
+    ],
     # the rule: a traceback only when asked for
     ("--out names a file, --debug (frey)", F, a_file, ["--debug", "--out", "{out}"]),
-    ("--out names a file, MINIVAE_DEBUG=1 (fashion_autoencoder)", A,
-     lambda out: {**a_file(out), "MINIVAE_DEBUG": "1"}, ["--out", "{out}"]),
+    (
+        "--out names a file, MINIVAE_DEBUG=1 (fashion_autoencoder)",
+        A,
+        lambda out: {**a_file(out), "MINIVAE_DEBUG": "1"},
+        ["--out", "{out}"],
+    ),
 ]
 
 
 def read_only(folder: Path) -> bool:
     """Make `folder` read-only with a bind mount (root ignores permission bits); False where that
     cannot be done. Undo it with umount."""
-    for command in (["mount", "--bind", str(folder), str(folder)], ["mount", "-o", "remount,bind,ro", str(folder)]):
+    for command in (
+        ["mount", "--bind", str(folder), str(folder)],
+        ["mount", "-o", "remount,bind,ro", str(folder)],
+    ):
         if subprocess.run(command, capture_output=True, check=False).returncode != 0:
             return False
     return True
@@ -259,9 +348,15 @@ def outcome(done: subprocess.CompletedProcess, out: Path, seconds: float) -> dic
     lines = done.stderr.strip().splitlines()
     left = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     bad_json = [p.name for p in (out.glob("*.json") if out.is_dir() else []) if holds_nan(p)]
-    return {"rc": done.returncode, "last": lines[-1] if lines else "", "lines": len(lines),
-            "traceback": "Traceback" in done.stderr, "seconds": seconds,
-            "tmp": [n for n in left if n.endswith(".tmp")], "bad_json": bad_json}
+    return {
+        "rc": done.returncode,
+        "last": lines[-1] if lines else "",
+        "lines": len(lines),
+        "traceback": "Traceback" in done.stderr,
+        "seconds": seconds,
+        "tmp": [n for n in left if n.endswith(".tmp")],
+        "bad_json": bad_json,
+    }
 
 
 def run_case(case, folder: Path) -> dict:
@@ -270,11 +365,20 @@ def run_case(case, folder: Path) -> dict:
     if setup == READ_ONLY:
         out.mkdir(parents=True)
         if not read_only(out):
-            return {"rc": None, "last": "(skipped: no read-only bind mount here)", "lines": 0, "traceback": False,
-                    "seconds": 0.0, "tmp": [], "bad_json": []}
+            return {
+                "rc": None,
+                "last": "(skipped: no read-only bind mount here)",
+                "lines": 0,
+                "traceback": False,
+                "seconds": 0.0,
+                "tmp": [],
+                "bad_json": [],
+            }
         try:
             start = time.perf_counter()
-            return outcome(run(script, case_args(script, args, out)), out, time.perf_counter() - start)
+            return outcome(
+                run(script, case_args(script, args, out)), out, time.perf_counter() - start
+            )
         finally:
             subprocess.run(["umount", str(out)], check=True)
     env = setup(out)
@@ -288,11 +392,21 @@ def main():
     for case in CASES:
         with tempfile.TemporaryDirectory() as folder:
             r = run_case(case, Path(folder))
-        notes = [w for w, on in (("traceback", r["traceback"]),
-                                 (f"left {r['tmp']}", r["tmp"]), (f"NaN in {r['bad_json']}", r["bad_json"])) if on]
+        notes = [
+            w
+            for w, on in (
+                ("traceback", r["traceback"]),
+                (f"left {r['tmp']}", r["tmp"]),
+                (f"NaN in {r['bad_json']}", r["bad_json"]),
+            )
+            if on
+        ]
         last = r["last"].replace("|", "\\|")
-        print(f"| {case[0]} | {r['rc']} | {r['lines']} | {r['seconds']:.1f} | `{last[:200]}` {'; '.join(notes)} |",
-              flush=True)
+        print(
+            f"| {case[0]} | {r['rc']} | {r['lines']} | {r['seconds']:.1f} | `{last[:200]}` "
+            f"{'; '.join(notes)} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

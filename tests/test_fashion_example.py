@@ -205,6 +205,7 @@ def test_cupy_without_cupy_gives_one_line(tmp_path):
 
 @pytest.mark.backends("numpy")  # a subprocess
 def test_missing_data_gives_one_line(tmp_path):
-    result = run_script("--limit", "64", "--out", str(tmp_path), env={"MINIVAE_DATA": str(tmp_path / "nowhere")})
+    result = run_script("--limit", "64", "--out", str(tmp_path),
+                        env={"MINIVAE_DATA": str(tmp_path / "nowhere")})
     assert result.returncode != 0 and result.stderr.count("\n") == 1
     assert "MINIVAE_DATA" in result.stderr and "Traceback" not in result.stderr

@@ -2,6 +2,7 @@
 half-written (docs/errors.md). Most cases run the script's main() under cli.run in this process (the
 same code as the command line, without an interpreter start each); a few run it as a subprocess, to
 see what a user sees, and the kill -9 tests must. The cases are those of tests/fault_cases.py."""
+
 import importlib.util
 import json
 import os
@@ -58,20 +59,35 @@ def one_line(capsys, script, *words):
 # --- flags: every bad number refused by name, exit 2 ------------------------------------------
 
 
-@pytest.mark.parametrize("script, args, words", [
-    (F, ["--seed", "-1"], ["--seed", "-1"]), (A, ["--seed", "-1"], ["--seed"]), (E, ["--seed", "-1"], ["--seed"]),
-    (E, ["--seed", str(2**32)], ["--seed", "4294967296"]), (E, ["--seed", "1.5"], ["--seed", "integer"]),
-    (F, ["--hidden", "0"], ["--hidden"]), (F, ["--latent-dim", "0"], ["--latent-dim"]),
-    (F, ["--samples", "0"], ["--samples"]), (F, ["--log-px-samples", "-2"], ["--log-px-samples"]),
-    (F, ["--patience", "-1"], ["--patience"]), (F, ["--limit", "9"], ["--limit", "at least 10"]),
-    (F, ["--batch-size", "2.5"], ["--batch-size", "integer"]),
-    (A, ["--batch-size", "0"], ["--batch-size"]), (A, ["--latent-dim", "1"], ["--latent-dim"]),
-    (A, ["--limit", "0"], ["--limit"]), (A, ["--epochs", "-3"], ["--epochs"]),
-    *[(F, [f"--lr={v}"], ["--lr", v]) for v in ("nan", "inf", "-inf", "0", "-0.001")],
-    *[(A, [f"--lr={v}"], ["--lr", v]) for v in ("nan", "inf")],
-    *[(A, [f"{flag}={v}"], [flag, v]) for flag in ("--noise-std", "--mask-fraction") for v in ("nan", "inf", "-0.5")],
-    (A, ["--mask-fraction", "1"], ["--mask-fraction"]),
-])
+@pytest.mark.parametrize(
+    "script, args, words",
+    [
+        (F, ["--seed", "-1"], ["--seed", "-1"]),
+        (A, ["--seed", "-1"], ["--seed"]),
+        (E, ["--seed", "-1"], ["--seed"]),
+        (E, ["--seed", str(2**32)], ["--seed", "4294967296"]),
+        (E, ["--seed", "1.5"], ["--seed", "integer"]),
+        (F, ["--hidden", "0"], ["--hidden"]),
+        (F, ["--latent-dim", "0"], ["--latent-dim"]),
+        (F, ["--samples", "0"], ["--samples"]),
+        (F, ["--log-px-samples", "-2"], ["--log-px-samples"]),
+        (F, ["--patience", "-1"], ["--patience"]),
+        (F, ["--limit", "9"], ["--limit", "at least 10"]),
+        (F, ["--batch-size", "2.5"], ["--batch-size", "integer"]),
+        (A, ["--batch-size", "0"], ["--batch-size"]),
+        (A, ["--latent-dim", "1"], ["--latent-dim"]),
+        (A, ["--limit", "0"], ["--limit"]),
+        (A, ["--epochs", "-3"], ["--epochs"]),
+        *[(F, [f"--lr={v}"], ["--lr", v]) for v in ("nan", "inf", "-inf", "0", "-0.001")],
+        *[(A, [f"--lr={v}"], ["--lr", v]) for v in ("nan", "inf")],
+        *[
+            (A, [f"{flag}={v}"], [flag, v])
+            for flag in ("--noise-std", "--mask-fraction")
+            for v in ("nan", "inf", "-0.5")
+        ],
+        (A, ["--mask-fraction", "1"], ["--mask-fraction"]),
+    ],
+)
 def test_a_bad_number_is_refused_by_flag_name(capsys, tmp_path, script, args, words):
     assert run_here(script, *args, "--out", tmp_path / "out") == 2
     one_line(capsys, script, *words)
@@ -110,7 +126,7 @@ def test_an_unusable_out_is_refused_before_any_work(capsys, tmp_path, script, wh
 
 
 def full_disk(monkeypatch, name, after=0):
-    """os.replace fails with ENOSPC for the `after`+1-th and later writes of a file called `name`."""
+    """os.replace fails with ENOSPC for the `after`+1-th and later writes of a file `name`."""
     replace, seen = os.replace, []
 
     def failing(src, dst):
@@ -124,12 +140,16 @@ def full_disk(monkeypatch, name, after=0):
 
 
 def test_a_full_disk_keeps_the_last_checkpoint_and_resumes(capsys, tmp_path, monkeypatch):
-    full_disk(monkeypatch, "checkpoint.npz", after=1)  # epoch 1's checkpoint is written, epoch 2's fails
+    full_disk(
+        monkeypatch, "checkpoint.npz", after=1
+    )  # epoch 1's checkpoint is written, epoch 2's fails
     assert run_here(F, "--epochs", "3", "--out", tmp_path) == 1
     one_line(capsys, F, str(tmp_path / "checkpoint.npz"), "No space left on device")
     assert not list(tmp_path.glob("*.tmp")) and not (tmp_path / "metrics.json").exists()
     monkeypatch.undo()
-    assert run_here(F, "--epochs", "2", "--resume", "--out", tmp_path) == 0  # from epoch 1's checkpoint
+    assert (
+        run_here(F, "--epochs", "2", "--resume", "--out", tmp_path) == 0
+    )  # from epoch 1's checkpoint
     assert json.loads((tmp_path / "metrics.json").read_text())["epochs"] == 2
 
 
@@ -155,19 +175,24 @@ def finished_run(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("damage, file, words", [
-    (fc.truncated, "checkpoint.npz", ["damaged or incomplete"]),
-    (fc.empty, "checkpoint.npz", ["is empty"]),
-    (fc.bit_flipped, "checkpoint.npz", ["damaged or incomplete"]),
-    (fc.a_text_file, "checkpoint.npz", ["is not a checkpoint"]),
-    (fc.without_history, "checkpoint.npz", ["history"]),
-    (fc.nan_weights, "checkpoint.npz", ["NaN or infinite weights"]),
-    (fc.missing, "recipe.json", ["is missing"]),
-    (fc.malformed, "recipe.json", ["invalid JSON"]),
-    (fc.not_an_object, "recipe.json", ["not an object"]),
-    (fc.older, "recipe.json", ["lacks limit", "older frey.py"]),
-])
-def test_resume_refuses_a_damaged_run_naming_the_file(capsys, tmp_path, finished_run, damage, file, words):
+@pytest.mark.parametrize(
+    "damage, file, words",
+    [
+        (fc.truncated, "checkpoint.npz", ["damaged or incomplete"]),
+        (fc.empty, "checkpoint.npz", ["is empty"]),
+        (fc.bit_flipped, "checkpoint.npz", ["damaged or incomplete"]),
+        (fc.a_text_file, "checkpoint.npz", ["is not a checkpoint"]),
+        (fc.without_history, "checkpoint.npz", ["history"]),
+        (fc.nan_weights, "checkpoint.npz", ["NaN or infinite weights"]),
+        (fc.missing, "recipe.json", ["is missing"]),
+        (fc.malformed, "recipe.json", ["invalid JSON"]),
+        (fc.not_an_object, "recipe.json", ["not an object"]),
+        (fc.older, "recipe.json", ["lacks limit", "older frey.py"]),
+    ],
+)
+def test_resume_refuses_a_damaged_run_naming_the_file(
+    capsys, tmp_path, finished_run, damage, file, words
+):
     out = tmp_path / "run"
     shutil.copytree(finished_run, out)
     damage(out / file)
@@ -198,7 +223,9 @@ def test_a_new_run_takes_the_old_runs_checkpoint_with_it(capsys, tmp_path, finis
 # --- the smallest data the flags allow ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("script, args", [(F, ["--limit", "10"]), (A, ["--limit", "1", "--batch-size", "64"])])
+@pytest.mark.parametrize(
+    "script, args", [(F, ["--limit", "10"]), (A, ["--limit", "1", "--batch-size", "64"])]
+)
 def test_the_smallest_data_the_flags_allow_runs_to_finite_results(tmp_path, script, args):
     assert run_here(script, *args, "--out", tmp_path) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())  # strict: would refuse NaN
@@ -212,7 +239,9 @@ def test_the_smallest_data_the_flags_allow_runs_to_finite_results(tmp_path, scri
 def test_nan_in_the_first_epoch_is_one_line_and_no_results(capsys, tmp_path, script):
     assert run_here(script, "--lr", "1e30", "--out", tmp_path) == 1
     err = capsys.readouterr().err.splitlines()
-    assert err[-1].startswith(f"{PROG[script]}: error: training stopped before its first epoch finished")
+    assert err[-1].startswith(
+        f"{PROG[script]}: error: training stopped before its first epoch finished"
+    )
     assert "became nan" in err[-1] and "Traceback" not in "".join(err)
     assert len(err) <= 2  # fit's own notice of the stop, then the script's error
     assert not (tmp_path / "metrics.json").exists()
@@ -240,8 +269,13 @@ def test_every_json_file_of_the_scripts_is_strict_json(tmp_path, finished_run):
 def test_stale_temporaries_of_dead_runs_are_removed_and_live_ones_kept(tmp_path):
     dead = subprocess.Popen(["true"])
     dead.wait()  # a pid that ran and is gone
-    names = [f"checkpoint.npz.{dead.pid}.tmp", "samples.png.999999999.tmp", f"metrics.json.{os.getpid()}.tmp",
-             "notes.tmp", "checkpoint.npz"]
+    names = [
+        f"checkpoint.npz.{dead.pid}.tmp",
+        "samples.png.999999999.tmp",
+        f"metrics.json.{os.getpid()}.tmp",
+        "notes.tmp",
+        "checkpoint.npz",
+    ]
     for name in names:
         (tmp_path / name).write_text("x")
     cli.output_folder(tmp_path)
@@ -252,7 +286,9 @@ def test_stale_temporaries_of_dead_runs_are_removed_and_live_ones_kept(tmp_path)
 def test_a_script_cleans_its_out_folder_of_a_dead_runs_temporaries(tmp_path, script):
     live = subprocess.Popen(["sleep", "60"])  # another process, alive while the script runs
     try:
-        (tmp_path / "checkpoint.npz.999999999.tmp").write_bytes(b"half")  # no such pid: a dead run's
+        (tmp_path / "checkpoint.npz.999999999.tmp").write_bytes(
+            b"half"
+        )  # no such pid: a dead run's
         (tmp_path / f"samples.png.{live.pid}.tmp").write_bytes(b"being written")
         assert run_here(script, "--out", tmp_path) == 0
         assert [p.name for p in tmp_path.glob("*.tmp")] == [f"samples.png.{live.pid}.tmp"]
@@ -269,9 +305,15 @@ def test_the_command_line_shows_one_line_and_the_traceback_only_when_asked(tmp_p
     fc.a_file(tmp_path / "out")
     out = ["--out", str(tmp_path / "out")]
     plain = fc.run(script, out)
-    assert plain.returncode == 2 and plain.stderr.count("\n") == 1 and "Traceback" not in plain.stderr
+    assert (
+        plain.returncode == 2 and plain.stderr.count("\n") == 1 and "Traceback" not in plain.stderr
+    )
     assert plain.stderr.startswith(f"{PROG[script]}: error: --out ")
-    asked = fc.run(script, [*out, "--debug"]) if script != A else fc.run(script, out, env={"MINIVAE_DEBUG": "1"})
+    asked = (
+        fc.run(script, [*out, "--debug"])
+        if script != A
+        else fc.run(script, out, env={"MINIVAE_DEBUG": "1"})
+    )
     assert asked.returncode != 0 and "Traceback" in asked.stderr and "UsageError" in asked.stderr
 
 
@@ -279,20 +321,32 @@ def test_the_command_line_shows_one_line_and_the_traceback_only_when_asked(tmp_p
 
 
 def test_killed_runs_never_damage_the_checkpoint_and_resume_completes(tmp_path, data_dir):
-    """Three runs killed at seeded random moments after a checkpoint appeared (in training, or in the
-    middle of writing the next one); after each, the checkpoint under its real name is whole; then a
-    resume finishes the run and clears the killed runs' temporaries. The runs ask for more epochs
-    than any machine finishes before the kill; the last resume asks for two more than were done."""
+    """Three runs killed at seeded random moments after a checkpoint appeared (in training, or in
+    the middle of writing the next one); after each, the checkpoint under its real name is whole;
+    then a resume finishes the run and clears the killed runs' temporaries. The runs ask for more
+    epochs than any machine finishes before the kill; the last resume, two more than were done."""
     checkpoint = tmp_path / "checkpoint.npz"
     args = [*fc.QUICK[F], "--limit", "100", "--hidden", "32", "--out", str(tmp_path)]
-    env = {**os.environ, "MINIVAE_DATA": data_dir, "MPLBACKEND": "Agg",
-           "PYTHONPATH": os.pathsep.join([str(fc.ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "MINIVAE_DATA": data_dir,
+        "MPLBACKEND": "Agg",
+        "PYTHONPATH": os.pathsep.join([str(fc.ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
     rng = np.random.default_rng(11)
     done = 0
     for attempt in range(3):
-        command = [sys.executable, str(fc.SCRIPTS[F]), *args, "--epochs", "100000",
-                   *(["--resume"] if attempt else [])]
-        run = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        command = [
+            sys.executable,
+            str(fc.SCRIPTS[F]),
+            *args,
+            "--epochs",
+            "100000",
+            *(["--resume"] if attempt else []),
+        ]
+        run = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
         before = checkpoint.stat().st_mtime_ns if checkpoint.exists() else None
         deadline = time.monotonic() + 60
         while not checkpoint.exists() or checkpoint.stat().st_mtime_ns == before:
@@ -302,20 +356,25 @@ def test_killed_runs_never_damage_the_checkpoint_and_resume_completes(tmp_path, 
         time.sleep(rng.uniform(0, 0.3))  # somewhere in the next epochs and their checkpoint writes
         run.kill()
         run.communicate()
-        history = train.load_checkpoint(checkpoint, *frey_model(tmp_path))  # whole, wherever it was killed
+        history = train.load_checkpoint(
+            checkpoint, *frey_model(tmp_path)
+        )  # whole, wherever it was killed
         assert len(history) > done
         done = len(history)
-    resumed = fc.run(F, [*args, "--epochs", str(done + 2), "--resume"], env={"MINIVAE_DATA": data_dir})
+    resumed = fc.run(
+        F, [*args, "--epochs", str(done + 2), "--resume"], env={"MINIVAE_DATA": data_dir}
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((tmp_path / "metrics.json").read_text())["epochs"] == done + 2
     assert not list(tmp_path.glob("*.tmp"))
 
 
 def frey_model(out):
-    """A VAE and an Adam of the shapes of the frey run in `out` (from its recipe.json), to load into."""
+    """A VAE and an Adam shaped as the frey run in `out` (from its recipe.json), to load into."""
     from minivae.nn import Dense, Flatten, Sequential
     from minivae.optim import Adam
     from minivae.vae import VAE
+
     recipe = json.loads((out / "recipe.json").read_text())
     hidden, latent = recipe["hidden"], recipe["latent_dim"]
     encoder = Sequential([Flatten(), Dense(hidden, "relu"), Dense(2 * latent)])
@@ -329,18 +388,32 @@ def frey_model(out):
 # --- cli.run itself -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("error, status, words", [
-    (cli.UsageError("--x: no"), 2, ["error: --x: no"]),
-    (ValueError("bad\nvalue"), 1, ["error: bad value"]),  # one line, whatever the message held
-    (OSError(28, "No space left on device", "/a/b"), 1, ["error: /a/b: No space left on device"]),
-    (ZeroDivisionError("division by zero"), 1, ["ZeroDivisionError: division by zero", "--debug"]),
-])
+@pytest.mark.parametrize(
+    "error, status, words",
+    [
+        (cli.UsageError("--x: no"), 2, ["error: --x: no"]),
+        (ValueError("bad\nvalue"), 1, ["error: bad value"]),  # one line, whatever the message held
+        (
+            OSError(28, "No space left on device", "/a/b"),
+            1,
+            ["error: /a/b: No space left on device"],
+        ),
+        (
+            ZeroDivisionError("division by zero"),
+            1,
+            ["ZeroDivisionError: division by zero", "--debug"],
+        ),
+    ],
+)
 def test_run_reports_every_failure_in_one_line(capsys, monkeypatch, error, status, words):
     def main(argv):
         raise error
+
     assert cli.run(main, "x.py", []) == status
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("x.py: error: ") and all(w in err for w in words), err
+    assert (
+        err.count("\n") == 1 and err.startswith("x.py: error: ") and all(w in err for w in words)
+    ), err
     with pytest.raises(type(error)):  # asked for the traceback: the exception goes on up
         cli.run(main, "x.py", ["--debug"])
     monkeypatch.setenv("MINIVAE_DEBUG", "1")
@@ -351,5 +424,6 @@ def test_run_reports_every_failure_in_one_line(capsys, monkeypatch, error, statu
 def test_run_reports_an_interrupt_as_one_line(capsys):
     def main(argv):
         raise KeyboardInterrupt
+
     assert cli.run(main, "x.py", []) == 130
     assert capsys.readouterr().err == "x.py: interrupted\n"
