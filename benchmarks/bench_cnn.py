@@ -11,14 +11,14 @@ PyTorch on 2 threads, NumPy's BLAS on the machine's cores (2 here).
 """
 from __future__ import annotations
 
-import argparse
 import statistics
+import sys
 import time
 
 import numpy as np
 
 import minivae
-from minivae import backend, nn
+from minivae import backend, cli, nn
 from minivae import functional as F
 from minivae.tensor import Tensor
 
@@ -87,17 +87,18 @@ def timed(step, clock) -> float:
     return clock() - start
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=40, help="timed steps per engine")
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--backend", default="numpy")
-    parser.add_argument("--torch-threads", type=int, default=2,
+def main(argv=None):
+    parser = cli.Parser(prog="bench_cnn.py", description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=cli.positive_int, default=40,
+                        help="timed steps per engine")
+    parser.add_argument("--batch", type=cli.positive_int, default=64)
+    parser.add_argument("--backend", default="numpy", choices=backend.BACKENDS)
+    parser.add_argument("--torch-threads", type=cli.positive_int, default=2,
                         help="PyTorch's threads (NumPy's BLAS takes OPENBLAS_NUM_THREADS from the environment)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="wall time, or the CPU time of this process (all its threads; "
                              "steadier on a machine shared with other jobs)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     minivae.set_backend(args.backend)
     minivae.seed(0)
@@ -125,4 +126,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main, "bench_cnn.py"))

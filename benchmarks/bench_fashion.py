@@ -22,8 +22,7 @@ THREADS = int(os.environ.setdefault("OMP_NUM_THREADS", "2"))  # before NumPy loa
 os.environ.setdefault("OPENBLAS_NUM_THREADS", str(THREADS))
 os.environ.setdefault("MKL_NUM_THREADS", str(THREADS))
 
-import argparse  # noqa: E402 (the thread count must be set before NumPy is imported)
-import importlib.util  # noqa: E402
+import importlib.util  # noqa: E402 (the thread count must be set before NumPy is imported)
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -32,8 +31,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 import minivae  # noqa: E402
-from minivae import backend  # noqa: E402
-from minivae.datasets import DataError  # noqa: E402
+from minivae import backend, cli  # noqa: E402
 from minivae.optim import Adam  # noqa: E402
 from minivae.train import to_device, train_step  # noqa: E402
 
@@ -101,14 +99,14 @@ def _seconds(fn, arg):
     return time.perf_counter() - start
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=50, help="training steps per timing")
-    parser.add_argument("--repeats", type=int, default=3, help="timings per side (the median is reported)")
+def main(argv=None):
+    parser = cli.Parser(prog="bench_fashion.py", description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=cli.positive_int, default=50,
+                        help="training steps per timing")
+    parser.add_argument("--repeats", type=cli.positive_int, default=3,
+                        help="timings per side (the median is reported)")
     parser.add_argument("--backend", choices=backend.BACKENDS, default="numpy")
-    args = parser.parse_args()
-    if args.steps < 1 or args.repeats < 1:
-        parser.error("--steps and --repeats must be positive")
+    args = parser.parse_args(argv)
 
     minivae.set_backend(args.backend)
     minivae.seed(0)
@@ -130,8 +128,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (DataError, backend.BackendError) as e:
-        print(f"bench_fashion: error: {e}", file=sys.stderr)
-        sys.exit(1)
+    sys.exit(cli.run(main, "bench_fashion.py"))

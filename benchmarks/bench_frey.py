@@ -14,13 +14,13 @@ count from OPENBLAS_NUM_THREADS, so compare like with like:
 """
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
+import sys
 
 import numpy as np
 
-from minivae import backend, train
+from minivae import backend, cli, train
 from minivae.datasets import load_frey_faces, split_train_val
 from minivae.nn import Dense, Flatten, Sequential
 from minivae.optim import Adam
@@ -90,12 +90,14 @@ def torch_runner(torch, x_train, x_val, seed=0):
     return epoch
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--epochs", type=int, default=20, help="timed epochs of each (default 20), after 2 warm-up epochs")
-    p.add_argument("--backend", default="numpy", choices=("numpy", "cupy", "strict"))
-    p.add_argument("--torch-threads", type=int, default=2, help="PyTorch's threads (default 2)")
-    args = p.parse_args()
+def main(argv=None):
+    p = cli.Parser(prog="bench_frey.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--epochs", type=cli.positive_int, default=20,
+                   help="timed epochs of each (default 20), after 2 warm-up epochs")
+    p.add_argument("--backend", default="numpy", choices=backend.BACKENDS)
+    p.add_argument("--torch-threads", type=cli.positive_int, default=2,
+                   help="PyTorch's threads (default 2)")
+    args = p.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.torch_threads)
@@ -122,4 +124,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main, "bench_frey.py"))

@@ -20,6 +20,7 @@ from matplotlib.patches import Rectangle
 
 import minivae
 from minivae import graph
+from minivae.files import atomic_write
 from minivae.nn import (
     Conv2D,
     Conv2DTranspose,
@@ -36,6 +37,11 @@ from minivae.nn.im2col import col2im, conv_output_length, im2col, window_offsets
 H = W = 5  # the example image
 K, S = 3, 2  # a 3x3 kernel at stride 2: 2x2 windows that overlap by one row and column
 COLOURS = colormaps["tab10"].colors
+
+
+def _save(fig: Figure, path, dpi: int) -> None:
+    with atomic_write(path) as f:  # a crash never leaves half a picture in docs/
+        fig.savefig(f, format="png", dpi=dpi)
 
 
 def index_image(h: int, w: int) -> np.ndarray:
@@ -85,7 +91,7 @@ def figure_gather(path: Path) -> None:
     matrix.set(xlim=(-2.6, K * K + 0.1), ylim=(oh * ow + 0.1, -0.9), aspect="equal",
                title="im2col: one row per window, one column per kernel offset (i, j)")
     matrix.axis("off")
-    fig.savefig(path, dpi=90)
+    _save(fig, path, dpi=90)
 
 
 def figure_offsets(path: Path) -> None:
@@ -101,7 +107,7 @@ def figure_offsets(path: Path) -> None:
         draw_image(axes[i_, j_], H, W, picked, title=f"offset ({i_},{j_}): x[:, {rows_}, {cols_}, :]")
     fig.suptitle(f"the gather loop runs over the {K * K} kernel offsets, not over the windows:\n"
                  "each step copies one strided slice (coloured by the window it lands in)")
-    fig.savefig(path, dpi=80)
+    _save(fig, path, dpi=80)
 
 
 def figure_overlaps(path: Path) -> None:
@@ -118,7 +124,7 @@ def figure_overlaps(path: Path) -> None:
                 ax.text(c, r, f"{counts[r, c]:.0f}", ha="center", va="center", fontsize=10)
         ax.set(title=f"{K}x{K} windows at stride {s}: {oh}x{oh} of them", xticks=[], yticks=[])
     fig.suptitle("col2im adds each window back where it came from: windows per pixel")
-    fig.savefig(path, dpi=90)
+    _save(fig, path, dpi=90)
 
 
 # --- the graphs (minivae.graph) --------------------------------------------------------------

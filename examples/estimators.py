@@ -23,14 +23,13 @@ Writes estimators.png (spread and variance against L) and variances.json, and pr
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from minivae import backend, files, plots
+from minivae import backend, cli, files, plots
 from minivae.distributions import Normal
 from minivae.estimators import pathwise_grad, score_function_grad
 from minivae.tensor import Tensor
@@ -72,7 +71,7 @@ def exact_variances() -> dict:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)  # before the work, so a bad --out fails at once
+    cli.output_folder(args.out)  # before the work, so a bad --out fails at once
     backend.seed(args.seed)
     methods = {
         "score function": lambda L: estimates(score_function_grad, L),
@@ -130,20 +129,12 @@ def plot(results: dict, exact: dict, path: str) -> None:
     plots.save_figure(fig, path)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line and exit status 2
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    p = _Parser(prog="estimators.py", description=__doc__.split("\n\n")[0])
+def parse_args(argv=None):
+    p = cli.Parser(prog="estimators.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="runs/estimators", help="folder for the figure and the numbers")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random draws")
+    p.add_argument("--seed", type=cli.seed, default=0, help="seed of the random draws")
     return p.parse_args(argv)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except OSError as exc:  # e.g. --out not writable: one line, nonzero exit
-        sys.exit(f"estimators.py: error: {exc}")
+    sys.exit(cli.run(main, "estimators.py"))

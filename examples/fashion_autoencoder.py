@@ -23,7 +23,6 @@ Everything lands in ``--out`` (default ``runs/fashion_<variant>``): ``metrics.js
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -32,9 +31,9 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 import minivae
-from minivae import backend, files, plots
+from minivae import backend, cli, files, plots
 from minivae import functional as F
-from minivae.datasets import FASHION_MNIST_CLASSES, DataError, load_fashion_mnist
+from minivae.datasets import FASHION_MNIST_CLASSES, load_fashion_mnist
 from minivae.nn import (
     Conv2D,
     Conv2DTranspose,
@@ -51,10 +50,6 @@ from minivae.train import fit, to_device
 VARIANTS = ("lecture", "strided", "denoising")
 IMAGE_SHAPE = (28, 28, 1)  # channels-last, as Keras
 N_ENCODINGS = 1000  # test images in the encodings plot, as in the lecture
-
-
-class UsageError(Exception):
-    """A flag value the script cannot run with."""
 
 
 # ---------------------------------------------------------------- the data
@@ -206,45 +201,34 @@ def plot_images(rows, row_titles, column_titles, path):
 
 
 def parse_args(argv=None):
-    p = OneLineErrorParser(description="Train a CNN autoencoder on Fashion-MNIST (the lecture's example).")
+    p = cli.Parser(prog="fashion_autoencoder.py",
+                   description="Train a CNN autoencoder on Fashion-MNIST (the lecture's example).")
     p.add_argument("--variant", choices=VARIANTS, default="lecture")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate")
-    p.add_argument("--latent-dim", type=int, default=2, help="size of the code (>= 2: the plot shows z_1, z_2)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=cli.positive_int, default=10)
+    p.add_argument("--batch-size", type=cli.positive_int, default=64)
+    p.add_argument("--lr", type=cli.positive_float, default=1e-3, help="Adam's learning rate")
+    p.add_argument("--latent-dim", type=cli.int_at_least(2), default=2,
+                   help="size of the code (>= 2: the plot shows z_1, z_2)")
+    p.add_argument("--seed", type=cli.seed, default=0)
     p.add_argument("--backend", choices=backend.BACKENDS, default="numpy")
     p.add_argument("--out", help="output folder (default runs/fashion_<variant>)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
-    p.add_argument("--limit", type=int, help="use only the first N training and N test images")
-    p.add_argument("--noise-std", type=float, default=0.3,
+    p.add_argument("--limit", type=cli.positive_int,
+                   help="use only the first N training and N test images")
+    p.add_argument("--noise-std", type=cli.nonnegative_float, default=0.3,
                    help="denoising: std of the Gaussian noise added to the inputs (0 for none)")
-    p.add_argument("--mask-fraction", type=float, default=0.0,
-                   help="denoising: fraction of pixels set to 0 in each input (masking noise)")
+    p.add_argument("--mask-fraction", type=cli.fraction, default=0.0,
+                   help="denoising: fraction of pixels set to 0 in each input (masking noise), "
+                        "in [0, 1)")
     args = p.parse_args(argv)
-    positive = {"--epochs": args.epochs, "--batch-size": args.batch_size, "--lr": args.lr,
-                "--limit": 1 if args.limit is None else args.limit}
-    for flag, value in positive.items():
-        if not value > 0:
-            raise UsageError(f"{flag} must be positive, got {value}")
-    if args.latent_dim < 2:
-        raise UsageError(f"--latent-dim must be at least 2 (the encodings are plotted as z_1 against z_2), "
-                         f"got {args.latent_dim}")
-    if args.noise_std < 0 or not 0 <= args.mask_fraction < 1:
-        raise UsageError(f"need --noise-std >= 0 and 0 <= --mask-fraction < 1, "
-                         f"got {args.noise_std} and {args.mask_fraction}")
     args.out = args.out or os.path.join("runs", f"fashion_{args.variant}")
     return args
-
-
-class OneLineErrorParser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(message)
 
 
 def main(argv=None):
     args = parse_args(argv)
     say = (lambda *a: None) if args.quiet else print
+    cli.output_folder(args.out)  # before any work: a folder that cannot be written fails now
     backend.set_backend(args.backend)
     backend.seed(args.seed)  # the weights' initial values; fit() seeds each epoch itself
 
@@ -270,6 +254,8 @@ def main(argv=None):
     optimizer = Adam(autoencoder.parameters(), lr=args.lr)
     history = fit(autoencoder, loss_fn, optimizer, x_train, x_val=x_test, epochs=args.epochs,
                   batch_size=args.batch_size, seed=args.seed, verbose=not args.quiet)
+    if len(history) == 0:
+        raise cli.RunError(f"training stopped before its first epoch finished: {history.stopped}")
 
     # Encodings of the same test images after training, beside those before.
     trained_encodings = predict(encoder, x_test[shown])
@@ -290,6 +276,7 @@ def main(argv=None):
         "train_loss": history.metrics["loss"],  # each epoch's mean over its batches, as Keras prints
         "test_loss": history.metrics["val_loss"],
         "sec_per_epoch": float(np.median(history.seconds)),  # training and the test-loss pass
+        "stopped": history.stopped,  # why training ended early (a NaN), or None
         "backend": args.backend,
         "flags": vars(args),
     }
@@ -300,8 +287,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (UsageError, DataError, backend.BackendError, OSError) as e:
-        print(f"fashion_autoencoder: error: {e}", file=sys.stderr)
-        sys.exit(2 if isinstance(e, UsageError) else 1)
+    sys.exit(cli.run(main, "fashion_autoencoder.py"))

@@ -23,9 +23,8 @@ import time
 
 import numpy as np
 
-from minivae import backend, files, graph, plots, train
-from minivae.backend import BackendError
-from minivae.datasets import DataError, load_frey_faces, split_train_val
+from minivae import backend, cli, files, graph, plots, train
+from minivae.datasets import load_frey_faces, split_train_val
 from minivae.nn import Dense, Flatten, Sequential
 from minivae.optim import Adam
 from minivae.tensor import Tensor, no_grad
@@ -50,6 +49,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     say = (lambda *a: None) if args.quiet else print
     started = time.perf_counter()
+    cli.output_folder(args.out)  # before any work: a folder that cannot be written fails now
     backend.set_backend(args.backend)
     backend.seed(args.seed)  # the initial weights; each epoch then draws from (seed, epoch)
 
@@ -94,22 +94,20 @@ def main(argv=None) -> dict:
     history = None
     if args.resume:
         if not os.path.isfile(checkpoint):
-            raise ValueError(f"--resume: no checkpoint at {checkpoint}; run once without --resume first")
-        with open(recipe_file) as f:
-            saved = json.load(f)
-        for k in RECIPE:  # resuming with another recipe would silently become another run
-            if saved[k] != recipe[k]:
-                raise ValueError(f"--resume: the run in {args.out} has {k} = {saved[k]!r}, not {recipe[k]!r}; "
-                                 "resume with its flags (only --epochs, --patience and the output flags may change)")
-        history = train.load_checkpoint(checkpoint, vae, optimizer)
+            raise cli.UsageError(f"--resume: no checkpoint at {checkpoint}; "
+                                 "run once without --resume first")
+        check_recipe(recipe_file, recipe)
+        history = cli.load_checkpoint(checkpoint, vae, optimizer)
         say(f"resuming {checkpoint} after epoch {len(history)}")
-    else:
+    else:  # a new run replaces the one in --out: its checkpoint must not outlive its recipe
+        if os.path.exists(checkpoint):
+            os.unlink(checkpoint)
         files.write_json(recipe_file, recipe)
     history = train.fit(vae, loss_fn, optimizer, x_train, x_val, epochs=args.epochs, batch_size=args.batch_size,
                         seed=args.seed, patience=args.patience, verbose=not args.quiet, history=history,
                         step=train_step, on_epoch_end=lambda h: train.save_checkpoint(checkpoint, vae, optimizer, h))
     if len(history) == 0:
-        raise ValueError(f"training stopped before its first epoch finished: {history.stopped}")
+        raise cli.RunError(f"training stopped before its first epoch finished: {history.stopped}")
 
     # --- 7. Evaluation: the ELBO and the importance-sampled log p(x) on validation ------------
     backend.seed(args.seed)  # the same draws however training got here, fresh or resumed
@@ -161,41 +159,73 @@ def main(argv=None) -> dict:
     return metrics
 
 
+def check_recipe(path, recipe: dict) -> None:
+    """Refuse to resume the run whose recipe.json is at `path` under another `recipe`, or when that
+    file cannot tell. A recipe.json from an older frey.py that lacks a flag is refused too: the
+    default cannot stand in for it (an old run may have used --limit 300), and a resumed run under
+    another recipe would silently be another run."""
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"--resume: {path} is missing, so the run's flags cannot be checked; "
+                         "start a new run in another --out") from None
+    except ValueError as e:  # not JSON, or not text
+        raise ValueError(f"--resume: {path} is not a recipe (invalid JSON: {e})") from None
+    if not isinstance(saved, dict):  # a damaged file, not a caller's type mistake
+        raise ValueError(  # noqa: TRY004
+            f"--resume: {path} is not a recipe (a JSON {type(saved).__name__}, not an object)")
+    missing = [k for k in RECIPE if k not in saved]
+    if missing:
+        raise ValueError(f"--resume: {path} lacks {', '.join(missing)} (written by an older "
+                         "frey.py?), so the run's flags cannot be checked; start a new run in "
+                         "another --out")
+    for k in RECIPE:
+        if saved[k] != recipe[k]:
+            raise cli.UsageError(f"--resume: the run in {os.path.dirname(path)} has {k} = "
+                                 f"{saved[k]!r}, not {recipe[k]!r}; resume with its flags (only "
+                                 "--epochs, --patience and the output flags may change)")
+
+
 # --- the command line ------------------------------------------------------------------------
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, as every other error of this script
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    p = _Parser(prog="frey.py", description=__doc__.split("\n\n")[0],
-                formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None):
+    p = cli.Parser(prog="frey.py", description=__doc__.split("\n\n")[0],
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
     d = DEFAULTS
-    p.add_argument("--epochs", type=int, help=f"train for up to this many epochs (default {d['epochs']})")
-    p.add_argument("--latent-dim", type=int, help=f"dimensions l of z (default {d['latent_dim']})")
-    p.add_argument("--hidden", type=int, help=f"units of the hidden layer of encoder and decoder (default {d['hidden']})")
+    p.add_argument("--epochs", type=cli.positive_int,
+                   help=f"train for up to this many epochs (default {d['epochs']})")
+    p.add_argument("--latent-dim", type=cli.positive_int,
+                   help=f"dimensions l of z (default {d['latent_dim']})")
+    p.add_argument("--hidden", type=cli.positive_int,
+                   help=f"units of the hidden layer of encoder and decoder (default {d['hidden']})")
     p.add_argument("--activation", choices=("relu", "softplus", "tanh"),
                    help=f"activation of the hidden layers (default {d['activation']})")
-    p.add_argument("--batch-size", type=int, help=f"images per step (default {d['batch_size']})")
-    p.add_argument("--lr", type=float, help=f"Adam's learning rate (default {d['lr']})")
+    p.add_argument("--batch-size", type=cli.positive_int,
+                   help=f"images per step (default {d['batch_size']})")
+    p.add_argument("--lr", type=cli.positive_float,
+                   help=f"Adam's learning rate (default {d['lr']})")
     p.add_argument("--estimator", choices=("analytic", "mc"),
                    help="SGVB estimator: 'analytic' = B, KL in closed form; 'mc' = A, KL sampled too "
                         f"(default {d['estimator']})")
-    p.add_argument("--samples", type=int, help=f"draws L of z per image in the ELBO (default {d['samples']})")
+    p.add_argument("--samples", type=cli.positive_int,
+                   help=f"draws L of z per image in the ELBO (default {d['samples']})")
     p.add_argument("--posterior", choices=("diag", "full"),
                    help=f"q(z|x): diagonal or full-covariance Gaussian (default {d['posterior']})")
-    p.add_argument("--patience", type=int,
+    p.add_argument("--patience", type=cli.nonnegative_int,
                    help="stop when the validation loss has not improved for this many epochs and keep the "
                         "best weights (default: no early stopping)")
-    p.add_argument("--seed", type=int, help=f"seed of the split, the weights and every draw (default {d['seed']})")
-    p.add_argument("--log-px-samples", type=int,
+    p.add_argument("--seed", type=cli.seed,
+                   help=f"seed of the split, the weights and every draw (default {d['seed']})")
+    p.add_argument("--log-px-samples", type=cli.positive_int,
                    help=f"importance samples K for the validation log p(x) (default {d['log_px_samples']})")
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="li-turner: 200 softplus units, 20 latent dims, lr 5e-4, batch 100, K = 5000 "
                         "(flags given explicitly override it)")
-    p.add_argument("--limit", type=int, help="use only the first N faces (for tests and quick tries)")
+    p.add_argument("--limit", type=cli.int_at_least(10),
+                   help="use only the first N faces, N >= 10 (a tenth of them validates; for "
+                        "tests and quick tries)")
     p.add_argument("--backend", choices=("numpy", "cupy", "strict"), default="numpy",
                    help="where the arrays live: numpy (CPU), cupy (NVIDIA GPU), strict (the array-API "
                         "stand-in for a GPU that the tests use) (default numpy)")
@@ -207,26 +237,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
 
     preset = PRESETS.get(args.preset, {})
-    for name, default in DEFAULTS.items():
+    for name, default in DEFAULTS.items():  # the flag types checked what was given; these are sound
         if getattr(args, name) is None:
             setattr(args, name, preset.get(name, default))
-    for name in ("epochs", "latent_dim", "hidden", "batch_size", "samples", "log_px_samples"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    if args.lr <= 0:
-        p.error(f"--lr must be positive, got {args.lr}")
-    if args.patience is not None and args.patience < 0:
-        p.error(f"--patience must be 0 or more, got {args.patience}")
     if args.graph:
         graph.find_dot("--graph")  # a missing Graphviz is found out now, not after training
-    if args.limit is not None and args.limit < 10:
-        p.error(f"--limit must be at least 10 (a tenth of it validates), got {args.limit}")
     return args
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (DataError, ValueError, BackendError, graph.GraphvizNotFound) as e:
-        message = " ".join(str(e).split())  # one line, whatever the exception held
-        sys.exit(f"frey.py: error: {message}")
+    sys.exit(cli.run(main, "frey.py"))

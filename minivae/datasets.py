@@ -23,7 +23,6 @@ import math
 import os
 import shutil
 import struct
-import tempfile
 import urllib.request
 import zipfile
 import zlib
@@ -31,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .files import remove_stale_temporaries, temporary_name
 
 FASHION_MNIST_CLASSES = ('T-shirt/top', 'Trouser/pants', 'Pullover shirt', 'Dress', 'Coat',
                          'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot')
@@ -92,17 +93,19 @@ def _atomic_file(dest):
 
     os.replace is atomic within a folder, so no reader ever sees a half-written file, and the
     temporary file is deleted whatever goes wrong (a bad checksum, no network, even Ctrl-C).
+    Only kill -9 leaves it behind; it is named as files.atomic_write names its temporaries, so
+    the next download into that folder removes it.
     """
+    tmp = temporary_name(dest)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        remove_stale_temporaries(dest.parent)  # those of a download that was killed
+        open(tmp, "wb").close()
     except OSError as e:
         raise DataError(f"cannot write into {dest.parent} ({e}); "
                         "set MINIVAE_CACHE to a writable folder") from e
-    os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; a cache can be shared
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):

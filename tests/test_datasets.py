@@ -430,3 +430,11 @@ def test_split_train_val():
     assert len(split_train_val(x, val_fraction=0.5)[1]) == 983
     with pytest.raises(ValueError):
         split_train_val(x, val_fraction=1.0)
+
+
+def test_a_killed_downloads_temporary_is_removed_by_the_next_download(monkeypatch, offline):
+    offline.mkdir(parents=True)
+    (offline / "frey_faces.npy.999999999.tmp").write_bytes(b"half a download")  # no such process
+    with pytest.raises(DataError, match="downloading"):
+        load_frey_faces()  # offline: the download fails, after the clean-up
+    assert files_in(offline) == []

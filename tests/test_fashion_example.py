@@ -183,9 +183,9 @@ def test_script_prints_both_summaries_and_the_epochs(data_dir, tmp_path):
 
 @pytest.mark.backends("numpy")  # subprocesses
 @pytest.mark.parametrize("args, message", [
-    (["--epochs", "0"], "--epochs must be positive"),
+    (["--epochs", "0"], "--epochs: must be at least 1, got 0"),
     (["--variant", "bogus"], "invalid choice"),
-    (["--latent-dim", "1"], "--latent-dim must be at least 2"),
+    (["--latent-dim", "1"], "--latent-dim: must be at least 2, got 1"),
     (["--mask-fraction", "1.5"], "--mask-fraction"),
 ])
 def test_bad_flags_give_one_line_and_no_traceback(args, message):
@@ -197,14 +197,15 @@ def test_bad_flags_give_one_line_and_no_traceback(args, message):
 
 @pytest.mark.backends("numpy")  # a subprocess
 @pytest.mark.skipif(importlib.util.find_spec("cupy") is not None, reason="CuPy is installed here")
-def test_cupy_without_cupy_gives_one_line():
-    result = run_script("--backend", "cupy", "--limit", "64")
+def test_cupy_without_cupy_gives_one_line(tmp_path):
+    result = run_script("--backend", "cupy", "--limit", "64", "--out", str(tmp_path))
     assert result.returncode != 0 and result.stderr.count("\n") == 1
     assert "CuPy" in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.backends("numpy")  # a subprocess
 def test_missing_data_gives_one_line(tmp_path):
-    result = run_script("--limit", "64", env={"MINIVAE_DATA": str(tmp_path / "nowhere")})
+    result = run_script("--limit", "64", "--out", str(tmp_path),
+                        env={"MINIVAE_DATA": str(tmp_path / "nowhere")})
     assert result.returncode != 0 and result.stderr.count("\n") == 1
     assert "MINIVAE_DATA" in result.stderr and "Traceback" not in result.stderr

@@ -82,10 +82,10 @@ def test_resumed_run_equals_uninterrupted_run(data_dir, tmp_path):
 
 @script
 @pytest.mark.parametrize("args, expected", [
-    (["--epochs", "x"], "argument --epochs: invalid int value: 'x'"),
-    (["--epochs", "0"], "--epochs must be at least 1"),
+    (["--epochs", "x"], "argument --epochs: expected an integer, got 'x'"),
+    (["--epochs", "0"], "--epochs: must be at least 1, got 0"),
     (["--posterior", "banana"], "argument --posterior: invalid choice: 'banana'"),
-    (["--lr", "-1"], "--lr must be positive"),
+    (["--lr", "-1"], "--lr: must be positive, got -1.0"),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
     (["--resume"], "--resume: no checkpoint at"),
 ])
