@@ -74,8 +74,8 @@ def test_steps_are_timed_recorded_and_cut_off(monkeypatch, tmp_path):
         ("broken", f"{tmp_path / 'fails.py'}", 30, None),
         ("slow", f"{tmp_path / 'sleeps.py'}", 1, None),
         ("needs data", f"{tmp_path / 'fails.py'}", 30, "frey"),
-        ("suite", f"-m pytest -q -p no:cacheprovider --junitxml=OUT/logs/suite.xml {tests}", None,
-         None, {"MINIVAE_TEST_BACKENDS": "cupy"}),
+        ("suite", f"-m pytest -o addopts= -v -p no:cacheprovider --junitxml=OUT/logs/s.xml {tests}",
+         None, None, {"MINIVAE_TEST_BACKENDS": "cupy"}),
     ])
     monkeypatch.setattr(gpu_check.Check, "missing_data", lambda self: {"frey": "no frey_faces.npy"})
     monkeypatch.setenv("CUPY_CACHE_DIR", "unchanged")
@@ -104,3 +104,15 @@ def test_steps_are_timed_recorded_and_cut_off(monkeypatch, tmp_path):
     md = (out / "report.md").read_text()
     assert "| CuPy CNN epoch / PyTorch CUDA's | 2.00 | <= 1.5 | False |" in md
     assert "### slow: timed out after 1 s" in md
+
+
+def test_a_suite_cut_short_is_summarised_from_its_verbose_lines(tmp_path):
+    log = tmp_path / "suite.log"
+    log.write_text("============ test session starts ============\n"
+                   "tests/test_a.py::test_one[cupy] PASSED                    [  1%]\n"
+                   "tests/test_a.py::test_two[cupy] FAILED                    [  2%]\n"
+                   "tests/test_b.py::test_three[cupy] SKIPPED (no torch)      [  3%]\n"
+                   "tests/test_b.py::test_four[cupy] ")  # killed while it ran
+    assert gpu_check._verbose_summary(log) == {
+        "cut short": True, "tests": 3, "failures": 1, "errors": 0, "skipped": 1,
+        "failed": ["tests/test_a.py::test_two[cupy]"]}
