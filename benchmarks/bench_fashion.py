@@ -134,7 +134,8 @@ def main():
     else:
         name = f"PyTorch {args.torch_device.upper()}"
         results["seconds_per_step"][name] = theirs
-        print(f"{name + ':':<16} {theirs * 1e3:6.1f} ms/step, {theirs * STEPS_PER_EPOCH:6.1f} s/epoch")
+        print(f"{name + ':':<16} {theirs * 1e3:6.1f} ms/step, "
+              f"{theirs * STEPS_PER_EPOCH:6.1f} s/epoch")
         print(f"ratio minivae / PyTorch: {ours / theirs:.2f}")
     if args.json:
         write_json(args.json, results)

@@ -130,7 +130,8 @@ def main():
           f"{args.epochs} epochs each after 2 warm-up, alternating")
     print(f"minivae ({args.backend}) median epoch {1000 * medians['minivae']:7.1f} ms  "
           f"(final train loss {history['loss'][-1]:.1f})")
-    results = {"benchmark": "bench_frey", "median_seconds": {f"minivae ({args.backend})": medians["minivae"]}}
+    results = {"benchmark": "bench_frey",
+               "median_seconds": {f"minivae ({args.backend})": medians["minivae"]}}
     if torch is None:
         print("PyTorch is not installed: no comparison")
     else:

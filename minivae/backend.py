@@ -44,7 +44,7 @@ class Backend:
                 import array_api_strict
             except ModuleNotFoundError:
                 raise BackendError("backend 'strict' needs array_api_strict, which is not "
-                                   "installed; install it with `pip install array-api-strict`") from None
+                                   "installed: `pip install array-api-strict`") from None
 
             self.xp, self.array_type = array_api_strict, type(array_api_strict.asarray(0.0))
             self.device = array_api_strict.Device("device1")
@@ -114,9 +114,9 @@ def _check_cupy_runs(cupy) -> None:
         ("a kernel (compiled by NVRTC)", lambda a: cupy.add(a, a), host + host),
         ("a matrix product (cuBLAS)", lambda a: cupy.matmul(a, a), host @ host),
     ]:
-        try:
+        try:  # what CuPy raises: DynamicLibNotFoundError, ImportError, its CUDA error types
             got = cupy.asnumpy(run(cupy.asarray(host)))
-        except Exception as exc:  # CuPy's errors: DynamicLibNotFoundError, ImportError, CUDA ones
+        except Exception as exc:  # noqa: BLE001
             raise BackendError(f"backend 'cupy': the GPU is found but {what} fails "
                                f"({type(exc).__name__}: {_first_line(exc)}); {_CUDA_FIX}") from None
         if not np.array_equal(got, expected):

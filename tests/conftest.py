@@ -79,5 +79,5 @@ def strict():
     try:
         import array_api_strict
     except ImportError:
-        need("array_api_strict", "tests that use the strict stand-in need it: pip install array-api-strict")
+        need("array_api_strict", "tests of the strict stand-in: pip install array-api-strict")
     return array_api_strict

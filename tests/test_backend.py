@@ -86,7 +86,8 @@ DynamicLibNotFoundError.__module__ = "cuda.pathfinder._dynamic_libs.load_dl_comm
 def missing(lib, error):
     def fail(*args):
         raise error(f'Failure finding "lib{lib}.so": No such file: lib{lib}.so*\n'
-                    f'  listdir("/usr/lib/python3/site-packages/nvidia/cu12/lib"):\n    libcudart.so.12')
+                    f'  listdir("/usr/lib/python3/site-packages/nvidia/cu12/lib"):\n'
+                    f'    libcudart.so.12')
     return fail
 
 
@@ -137,8 +138,9 @@ def test_cupy_without_its_cuda_libraries_names_the_fix(monkeypatch, broken, what
 @pytest.mark.backends("numpy")
 def test_cupy_giving_wrong_numbers_is_refused(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy(matmul=lambda a, b: a * b))
+    wrong = r"\(\[\[1.0, 4.0\], \[9.0, 16.0\]\] instead of \[\[7.0, 10.0\]"
     with pytest.raises(BackendError, match=r"a matrix product \(cuBLAS\) gives wrong numbers "
-                                           r"\(\[\[1.0, 4.0\], \[9.0, 16.0\]\] instead of \[\[7.0, 10.0\]"):
+                                           + wrong):
         Backend("cupy")
 
 
@@ -151,9 +153,10 @@ def test_cupy_that_fails_to_import_is_not_called_missing(monkeypatch):
 
     monkeypatch.delitem(sys.modules, "cupy", raising=False)
     monkeypatch.setattr(sys, "meta_path", [Finder(), *sys.meta_path])
-    with pytest.raises(BackendError, match=r"^backend 'cupy': CuPy is installed but cannot be imported "
-                                           r"\(libcudart.so.12: cannot open shared object file\); install "
-                                           r"the CUDA libraries with `pip install minivae\[gpu\]`"):
+    with pytest.raises(BackendError, match=(
+            r"^backend 'cupy': CuPy is installed but cannot be imported \(libcudart.so.12: cannot "
+            r"open shared object file\); install the CUDA libraries with "
+            r"`pip install minivae\[gpu\]`")):
         Backend("cupy")
 
 
