@@ -2,9 +2,10 @@
 
     python benchmarks/gpu_check.py OUT [--budget 465]
 
-Run it from a checkout (minivae is imported from there; nothing is installed or
-downloaded) on a machine with CuPy (`pip install -e ".[gpu]"`, see the README), the
-Frey and Fashion-MNIST files (MINIVAE_DATA) and, if it is there, PyTorch with CUDA.
+Run it from a checkout (minivae is imported from there; nothing is installed, no network
+is needed) on a machine with CuPy (`pip install -e ".[gpu]"`, see the README), the Frey
+and Fashion-MNIST files (MINIVAE_DATA; a dataset not found skips the steps that need it)
+and, if it is there, PyTorch with CUDA.
 In order, each step a subprocess with its own time limit, all within --budget seconds:
 
 1. the versions (Python, NumPy, CuPy, PyTorch, the driver from `nvidia-smi`);
