@@ -1,11 +1,12 @@
-"""Time one forward + backward of the lecture's CNN autoencoder, minivae beside PyTorch CPU.
+"""Time one forward + backward of the lecture's CNN autoencoder, minivae beside PyTorch.
 
 The model is the lecture's (Fashion-MNIST, 28x28x1): encoder Conv2D 16 5x5 relu,
 MaxPool 2, Conv2D 8 5x5 relu, Flatten, Dense 64 relu, Dense 2; decoder Dense 64
 relu, Dense 512 relu, Reshape (8, 8, 8), Conv2DTranspose 16 5x5 relu, UpSampling 2,
 Conv2DTranspose 1 5x5 sigmoid; binary cross-entropy, batch 64, float32.
 Both run in this process, on the same random images, in alternating rounds;
-PyTorch on 2 threads, NumPy's BLAS on the machine's cores (2 here).
+PyTorch on 2 threads, NumPy's BLAS on the machine's cores (2 here). On a GPU, compare
+`--backend cupy` with `--torch-device cuda`; `--json FILE` also writes the numbers there.
 
     nice python benchmarks/bench_cnn.py [--repeats 40] [--batch 64] [--backend numpy] [--clock wall|cpu]
 """
@@ -20,6 +21,7 @@ import numpy as np
 import minivae
 from minivae import backend, cli, nn
 from minivae import functional as F
+from minivae.files import write_json
 from minivae.tensor import Tensor
 
 
@@ -55,7 +57,7 @@ def minivae_step(images: np.ndarray):
     return step
 
 
-def torch_step(images: np.ndarray, threads: int):
+def torch_step(images: np.ndarray, threads: int, device: str = "cpu"):
     """The same model, loss and batch in PyTorch (NCHW, so the images are transposed)."""
     import torch
     from torch import nn as tnn
@@ -67,13 +69,15 @@ def torch_step(images: np.ndarray, threads: int):
         tnn.Linear(2, 64), tnn.ReLU(), tnn.Linear(64, 512), tnn.ReLU(), tnn.Unflatten(1, (8, 8, 8)),
         tnn.ConvTranspose2d(8, 16, 5), tnn.ReLU(), tnn.Upsample(scale_factor=2, mode="nearest"),
         tnn.ConvTranspose2d(16, 1, 5), tnn.Sigmoid(),
-    )
-    x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+    ).to(device)
+    x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
     loss_fn = tnn.BCELoss()
 
     def step():
         model.zero_grad()
         loss_fn(model(x), x).backward()
+        if device == "cuda":
+            torch.cuda.synchronize()  # CUDA is asynchronous: wait, as minivae's step does
 
     return step
 
@@ -93,6 +97,8 @@ def main(argv=None):
                         help="timed steps per engine")
     parser.add_argument("--batch", type=cli.positive_int, default=64)
     parser.add_argument("--backend", default="numpy", choices=backend.BACKENDS)
+    parser.add_argument("--torch-device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--json", help="also write the medians (seconds) to this JSON file")
     parser.add_argument("--torch-threads", type=cli.positive_int, default=2,
                         help="PyTorch's threads (NumPy's BLAS takes OPENBLAS_NUM_THREADS from the environment)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
@@ -104,8 +110,10 @@ def main(argv=None):
     minivae.seed(0)
     images = np.random.default_rng(0).uniform(0, 1, (args.batch, 28, 28, 1)).astype(np.float32)
     steps = {f"minivae ({args.backend})": minivae_step(images)}
+    torch_name = (f"PyTorch CPU (threads: {args.torch_threads})" if args.torch_device == "cpu"
+                  else "PyTorch CUDA")
     try:
-        steps[f"PyTorch CPU (threads: {args.torch_threads})"] = torch_step(images, args.torch_threads)
+        steps[torch_name] = torch_step(images, args.torch_threads, args.torch_device)
     except ImportError:
         print("PyTorch is not installed: minivae alone")
     # Rounds alternate between the two, so a machine shared with other jobs slows both
@@ -120,9 +128,13 @@ def main(argv=None):
     for name, ts in times.items():
         print(f"{name:<24} forward+backward, batch {args.batch}: median {statistics.median(ts) * 1e3:6.1f} ms {args.clock}"
               f"  (min {min(ts) * 1e3:.1f}, {len(ts)} steps)")
+    medians = {name: statistics.median(ts) for name, ts in times.items()}
     if len(times) == 2:
-        ours, theirs = (statistics.median(ts) for ts in times.values())
+        ours, theirs = medians.values()
         print(f"ratio of medians, minivae / PyTorch: {ours / theirs:.2f}")
+    if args.json:
+        write_json(args.json, {"benchmark": "bench_cnn", "batch": args.batch, "clock": args.clock,
+                               "median_seconds": medians})
 
 
 if __name__ == "__main__":

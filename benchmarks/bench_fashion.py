@@ -1,4 +1,4 @@
-"""Epoch time of the lecture's Fashion-MNIST autoencoder: minivae beside PyTorch CPU.
+"""Epoch time of the lecture's Fashion-MNIST autoencoder: minivae beside PyTorch.
 
 One training step is what fit() does per batch: move a batch of uint8 images to the
 device, forward, binary cross-entropy, backward, Adam. Each side times `--steps`
@@ -9,7 +9,8 @@ in batches of 64), so the numbers read like the lecture's "938/938 - 2s".
 Both sides use the same number of threads: NumPy's BLAS reads OMP_NUM_THREADS when it
 loads, so it is set (default 2, the lecture's comparison) before NumPy is imported;
 PyTorch gets torch.set_num_threads with the same number. On a shared, busy machine
-multithreaded BLAS slows down badly; compare with OMP_NUM_THREADS=1 there.
+multithreaded BLAS slows down badly; compare with OMP_NUM_THREADS=1 there. On a GPU,
+compare `--backend cupy` with `--torch-device cuda`; `--json FILE` also writes the numbers.
 
     nice python benchmarks/bench_fashion.py [--steps 50] [--repeats 3] [--backend numpy]
     OMP_NUM_THREADS=1 nice python benchmarks/bench_fashion.py
@@ -32,6 +33,7 @@ import numpy as np  # noqa: E402
 
 import minivae  # noqa: E402
 from minivae import backend, cli  # noqa: E402
+from minivae.files import write_json  # noqa: E402
 from minivae.optim import Adam  # noqa: E402
 from minivae.train import to_device, train_step  # noqa: E402
 
@@ -66,7 +68,7 @@ def time_minivae(example, batches, repeats):
     return [_seconds(run, batches) / len(batches) for _ in range(repeats)]
 
 
-def time_torch(batches, repeats):
+def time_torch(batches, repeats, device="cpu"):
     import torch
     from torch import nn
 
@@ -77,17 +79,18 @@ def time_torch(batches, repeats):
         nn.Flatten(), nn.Linear(512, 64), nn.ReLU(), nn.Linear(64, 2),
         nn.Linear(2, 64), nn.ReLU(), nn.Linear(64, 512), nn.ReLU(), nn.Unflatten(1, (8, 8, 8)),
         nn.ConvTranspose2d(8, 16, 5), nn.ReLU(), nn.Upsample(scale_factor=2), nn.ConvTranspose2d(16, 1, 5),
-        nn.Sigmoid())
+        nn.Sigmoid()).to(device)
     optimizer = torch.optim.Adam(autoencoder.parameters(), lr=1e-3, eps=1e-7)  # Keras's eps, as minivae
 
     def run(chunk):
         for images in chunk:
-            x = torch.from_numpy(images.transpose(0, 3, 1, 2).astype(np.float32) / 255)
+            x = torch.from_numpy(images.transpose(0, 3, 1, 2).astype(np.float32) / 255).to(device)
             optimizer.zero_grad()
             p = autoencoder(x).clamp(1e-7, 1 - 1e-7)  # the same clipped cross-entropy as minivae's
             loss = -(x * torch.log(p) + (1 - x) * torch.log(1 - p)).mean()
             loss.backward()
             optimizer.step()
+        loss.item()  # wait for the device, as minivae's side does
 
     run(batches[:WARMUP])
     return [_seconds(run, batches) / len(batches) for _ in range(repeats)]
@@ -106,6 +109,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=cli.positive_int, default=3,
                         help="timings per side (the median is reported)")
     parser.add_argument("--backend", choices=backend.BACKENDS, default="numpy")
+    parser.add_argument("--torch-device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--json", help="also write the seconds per step to this JSON file")
     args = parser.parse_args(argv)
 
     minivae.set_backend(args.backend)
@@ -118,13 +123,20 @@ def main(argv=None):
           f"{THREADS} thread(s), load average {os.getloadavg()[0]:.1f}")
     ours = statistics.median(time_minivae(example, batches, args.repeats))
     print(f"minivae ({args.backend}): {ours * 1e3:6.1f} ms/step, {ours * STEPS_PER_EPOCH:6.1f} s/epoch")
+    results = {"benchmark": "bench_fashion", "threads": THREADS, "steps_per_epoch": STEPS_PER_EPOCH,
+               "seconds_per_step": {f"minivae ({args.backend})": ours}}
     try:
-        theirs = statistics.median(time_torch(batches, args.repeats))
+        theirs = statistics.median(time_torch(batches, args.repeats, args.torch_device))
     except ImportError:
         print("PyTorch is not installed: no comparison")
-        return
-    print(f"PyTorch CPU:     {theirs * 1e3:6.1f} ms/step, {theirs * STEPS_PER_EPOCH:6.1f} s/epoch")
-    print(f"ratio minivae / PyTorch: {ours / theirs:.2f} (target <= 2)")
+    else:
+        name = f"PyTorch {args.torch_device.upper()}"
+        results["seconds_per_step"][name] = theirs
+        print(f"{name + ':':<16} {theirs * 1e3:6.1f} ms/step, "
+              f"{theirs * STEPS_PER_EPOCH:6.1f} s/epoch")
+        print(f"ratio minivae / PyTorch: {ours / theirs:.2f}")
+    if args.json:
+        write_json(args.json, results)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ lacks live here: seeded random numbers, and moving data to and from the host.
 Backends
 --------
 ``numpy``   the default, on the CPU.
-``cupy``    the same code on an NVIDIA GPU (``pip install minivae[gpu]``).
+``cupy``    the same code on an NVIDIA GPU (``pip install minivae[gpu]``; see the README).
 ``strict``  ``array_api_strict`` on its non-default device ``device1``: a stand-in
             for a GPU in the tests. Like CuPy it refuses implicit conversion to
             NumPy and refuses to mix arrays from two devices, so code that passes
@@ -40,7 +40,11 @@ class Backend:
         if name == "numpy":
             self.xp, self.array_type, self.device = np, np.ndarray, None
         elif name == "strict":
-            import array_api_strict
+            try:
+                import array_api_strict
+            except ModuleNotFoundError:
+                raise BackendError("backend 'strict' needs array_api_strict, which is not "
+                                   "installed: `pip install array-api-strict`") from None
 
             self.xp, self.array_type = array_api_strict, type(array_api_strict.asarray(0.0))
             self.device = array_api_strict.Device("device1")
@@ -54,7 +58,10 @@ class Backend:
     def seed(self, seed: int) -> None:
         """Restart the random stream from `seed`."""
         if self.name == "cupy":
-            self._rng = self.xp.random.default_rng(seed)
+            # Philox is counter-based: seeding only sets counters. default_rng's XORWOW would
+            # skip every GPU thread's state ahead, hundreds of thousands of them, each reseed.
+            random = self.xp.random
+            self._rng = random.Generator(random.Philox4x3210(seed))
         else:
             # strict has no generator of its own: draw on the host, then move the draw.
             self._rng = np.random.default_rng(seed)
@@ -64,13 +71,19 @@ class Backend:
 
 
 def _import_cupy():
+    """CuPy, checked to run: a GPU is visible, and a kernel and a matrix product work."""
     try:
         import cupy
-    except ImportError:
-        raise BackendError(
-            "backend 'cupy' needs CuPy, which is not installed; "
-            "install it with `pip install minivae[gpu]` (CUDA 12), or use backend 'numpy'"
-        ) from None
+    except ImportError as exc:
+        if isinstance(exc, ModuleNotFoundError) and exc.name == "cupy":
+            raise BackendError(
+                "backend 'cupy' needs CuPy, which is not installed; install it with "
+                "`pip install minivae[gpu]` (CUDA 12) or `minivae[gpu-cuda13]` (CUDA 13), "
+                "or use backend 'numpy'"
+            ) from None
+        # CuPy is there, but its own import failed (e.g. on a CUDA library it loads)
+        raise BackendError(f"backend 'cupy': CuPy is installed but cannot be imported "
+                           f"({_first_line(exc)}); {_CUDA_FIX}") from None
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # CuPy raises its own CUDA error types
@@ -82,7 +95,39 @@ def _import_cupy():
             f"backend 'cupy': CuPy is installed but finds no CUDA device{why}; "
             "check the NVIDIA driver with `nvidia-smi`, or use backend 'numpy'"
         ) from None
+    _check_cupy_runs(cupy)
     return cupy
+
+
+# CuPy's wheels bring no CUDA libraries of their own: the `[ctk]` extra (in minivae's `gpu`
+# extras) installs NVRTC, which compiles every elementwise kernel, and cuBLAS, for matmul.
+_CUDA_FIX = ("install the CUDA libraries with `pip install minivae[gpu]` (CUDA 12) or "
+             "`minivae[gpu-cuda13]` (CUDA 13), or install the CUDA toolkit; a driver older "
+             "than them fails here too: see `nvidia-smi`")
+
+
+def _check_cupy_runs(cupy) -> None:
+    """Run a tiny elementwise kernel and a matrix product now, so that missing CUDA
+    libraries stop the choice of backend with one clear error instead of a raw one mid-run."""
+    host = np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32)
+    for what, run, expected in [
+        ("a kernel (compiled by NVRTC)", lambda a: cupy.add(a, a), host + host),
+        ("a matrix product (cuBLAS)", lambda a: cupy.matmul(a, a), host @ host),
+    ]:
+        try:  # what CuPy raises: DynamicLibNotFoundError, ImportError, its CUDA error types
+            got = cupy.asnumpy(run(cupy.asarray(host)))
+        except Exception as exc:  # noqa: BLE001
+            raise BackendError(f"backend 'cupy': the GPU is found but {what} fails "
+                               f"({type(exc).__name__}: {_first_line(exc)}); {_CUDA_FIX}") from None
+        if not np.array_equal(got, expected):
+            raise BackendError(f"backend 'cupy': {what} gives wrong numbers "
+                               f"({got.tolist()} instead of {expected.tolist()}); {_CUDA_FIX}")
+
+
+def _first_line(exc) -> str:
+    """An exception's first line: CUDA library errors go on to list every folder searched."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 _current = Backend(os.environ.get("MINIVAE_BACKEND", "numpy"))

@@ -6,6 +6,8 @@
 * ``data_dir``: the folder of real datasets (``MINIVAE_DATA``). Absent data skips
   the test, except in CI (``CI=true``), where it fails the run.
 * ``torch``: PyTorch for cross-checks; skipped when not installed, except in CI.
+* ``strict``: the ``array_api_strict`` module, for tests that use the stand-in whatever
+  backend they run on; skipped when not installed (a GPU machine may have only CuPy).
 """
 import os
 
@@ -70,3 +72,12 @@ def torch():
         need("PyTorch", "install it (CPU build) for the cross-checks: pip install torch")
     torch.set_default_dtype(torch.float64)
     return torch
+
+
+@pytest.fixture
+def strict():
+    try:
+        import array_api_strict
+    except ImportError:
+        need("array_api_strict", "tests of the strict stand-in: pip install array-api-strict")
+    return array_api_strict

@@ -1,11 +1,11 @@
 """The backend: choosing it, the errors when CuPy cannot run, where arrays are put,
 the explicit way back to the host, and the seeded random numbers."""
 import os
+import re
 import subprocess
 import sys
 import types
 
-import array_api_strict
 import numpy as np
 import pytest
 
@@ -14,12 +14,12 @@ from minivae import Tensor, backend
 from minivae.backend import Backend, BackendError
 
 
-def test_set_get_and_use_backend():
+def test_set_get_and_use_backend(strict):
     start = backend.get_backend().name
     with minivae.use_backend("numpy"):
         assert backend.xp() is np
         with minivae.use_backend("strict") as b:
-            assert b is backend.get_backend() and backend.xp() is array_api_strict
+            assert b is backend.get_backend() and backend.xp() is strict
         assert backend.get_backend().name == "numpy"
         minivae.set_backend("strict")
         assert backend.get_backend().name == "strict"
@@ -39,7 +39,7 @@ def test_unknown_backend_names_the_choices():
 
 
 @pytest.mark.backends("numpy")  # starts a fresh interpreter: once is enough
-def test_environment_variable_chooses_the_backend_at_import():
+def test_environment_variable_chooses_the_backend_at_import(strict):
     env = dict(os.environ, MINIVAE_BACKEND="strict")
     out = subprocess.run([sys.executable, "-c", "import minivae; print(minivae.get_backend().name)"],
                          env=env, capture_output=True, text=True, check=True)
@@ -69,6 +69,108 @@ def test_cupy_without_a_gpu_says_so(monkeypatch, get_device_count, why):
         Backend("cupy")
 
 
+# --- a GPU found, but CuPy cannot run on it: faked, as CuPy 14 fails ---------------------
+# CuPy's wheels bring no CUDA libraries. Without NVRTC, the first elementwise kernel raises
+# cuda.pathfinder's DynamicLibNotFoundError (a RuntimeError) as CuPy loads the library;
+# without cuBLAS, the first matmul raises ImportError with the same text. Both texts go on
+# to list every folder searched, one per line.
+
+
+class DynamicLibNotFoundError(RuntimeError):
+    pass
+
+
+DynamicLibNotFoundError.__module__ = "cuda.pathfinder._dynamic_libs.load_dl_common"
+
+
+def missing(lib, error):
+    def fail(*args):
+        raise error(f'Failure finding "lib{lib}.so": No such file: lib{lib}.so*\n'
+                    f'  listdir("/usr/lib/python3/site-packages/nvidia/cu12/lib"):\n'
+                    f'    libcudart.so.12')
+    return fail
+
+
+def fake_cupy(**replaced):
+    """Enough of a `cupy` module for choosing the backend, on NumPy, with one GPU; `replaced`
+    swaps functions (add, matmul) for broken ones. `.seeds` records the generators made."""
+    cupy = types.ModuleType("cupy")
+    cupy.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1))
+    cupy.ndarray, cupy.asarray, cupy.asnumpy, cupy.add, cupy.matmul = (
+        np.ndarray, np.asarray, np.asarray, np.add, np.matmul)
+    cupy.seeds = []
+
+    def philox(seed):
+        cupy.seeds.append(("Philox4x3210", seed))
+        return np.random.Philox(seed)
+
+    def default_rng(seed):
+        raise AssertionError("default_rng: XORWOW, whose seeding skips every GPU thread ahead")
+
+    cupy.random = types.SimpleNamespace(Philox4x3210=philox, Generator=np.random.Generator,
+                                        default_rng=default_rng)
+    for name, function in replaced.items():
+        setattr(cupy, name, function)
+    return cupy
+
+
+@pytest.mark.backends("numpy")  # about choosing a backend: once is enough
+@pytest.mark.parametrize("broken, what, error", [
+    ({"add": missing("nvrtc", DynamicLibNotFoundError)}, r"a kernel \(compiled by NVRTC\)",
+     "DynamicLibNotFoundError"),
+    ({"matmul": missing("cublas", ImportError)}, r"a matrix product \(cuBLAS\)", "ImportError"),
+])
+def test_cupy_without_its_cuda_libraries_names_the_fix(monkeypatch, broken, what, error):
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy(**broken))
+    start = backend.get_backend()
+    with pytest.raises(BackendError) as caught:
+        minivae.set_backend("cupy")
+    lib = "nvrtc" if "add" in broken else "cublas"
+    assert re.fullmatch(
+        rf"backend 'cupy': the GPU is found but {what} fails \({error}: Failure finding "
+        rf'"lib{lib}.so": No such file: lib{lib}.so\*\); install the CUDA libraries with '
+        r"`pip install minivae\[gpu\]` \(CUDA 12\) or `minivae\[gpu-cuda13\]` \(CUDA 13\), or "
+        r"install the CUDA toolkit; a driver older than them fails here too: see `nvidia-smi`",
+        str(caught.value))
+    assert backend.get_backend() is start
+
+
+@pytest.mark.backends("numpy")
+def test_cupy_giving_wrong_numbers_is_refused(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy(matmul=lambda a, b: a * b))
+    wrong = r"\(\[\[1.0, 4.0\], \[9.0, 16.0\]\] instead of \[\[7.0, 10.0\]"
+    with pytest.raises(BackendError, match=r"a matrix product \(cuBLAS\) gives wrong numbers "
+                                           + wrong):
+        Backend("cupy")
+
+
+@pytest.mark.backends("numpy")
+def test_cupy_that_fails_to_import_is_not_called_missing(monkeypatch):
+    class Finder:  # `import cupy` fails inside CuPy, as when a CUDA library cannot load
+        def find_spec(self, name, path=None, target=None):
+            if name == "cupy":
+                raise ImportError("libcudart.so.12: cannot open shared object file\nmore")
+
+    monkeypatch.delitem(sys.modules, "cupy", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Finder(), *sys.meta_path])
+    with pytest.raises(BackendError, match=(
+            r"^backend 'cupy': CuPy is installed but cannot be imported \(libcudart.so.12: cannot "
+            r"open shared object file\); install the CUDA libraries with "
+            r"`pip install minivae\[gpu\]`")):
+        Backend("cupy")
+
+
+@pytest.mark.backends("numpy")
+def test_cupy_seeds_a_counter_based_generator(monkeypatch):
+    """Philox4x3210, not default_rng's XORWOW: fit() reseeds every epoch."""
+    cupy = fake_cupy()
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    b = Backend("cupy")  # the fake's default_rng raises: it is never called
+    b.seed(5)
+    assert cupy.seeds == [("Philox4x3210", 0), ("Philox4x3210", 5)]
+    assert isinstance(b._rng, np.random.Generator)
+
+
 def test_arrays_are_made_on_the_backend_device():
     f32 = backend.dtype("float32")
     made = [backend.asarray([1.0, 2.0], dtype=f32), backend.asarray(np.ones(2)), backend.full((2, 3), 0.5, f32),
@@ -76,7 +178,7 @@ def test_arrays_are_made_on_the_backend_device():
     for a in made:
         assert backend.is_array(a)
         if backend.get_backend().name == "strict":
-            assert a.device == array_api_strict.Device("device1")
+            assert a.device == backend.xp().Device("device1")
 
 
 def test_is_array_accepts_only_the_current_backends_arrays():
@@ -85,7 +187,11 @@ def test_is_array_accepts_only_the_current_backends_arrays():
     assert backend.is_array(native)
     assert backend.is_array(np.ones(2)) == on_numpy
     assert not backend.is_array(np.float64(1.0)) and not backend.is_array([1.0]) and not backend.is_array(Tensor(1.0))
-    assert not backend.is_array(array_api_strict.asarray([1.0], device=array_api_strict.Device("CPU_DEVICE")))
+
+
+
+def test_is_array_refuses_arrays_of_another_device(strict):
+    assert not backend.is_array(strict.asarray([1.0], device=strict.Device("CPU_DEVICE")))
 
 
 def test_to_numpy_is_the_explicit_way_to_the_host():
@@ -130,6 +236,7 @@ def test_seed_replays_the_same_numbers(draw):
     np.testing.assert_array_equal(minivae.to_numpy(draw()), first)
 
 
+@pytest.mark.backends("numpy", "strict")  # NumPy's own stream; CuPy's generator draws another
 def test_uniform_is_numpys_uniform_drawn_through_random():
     """uniform() uses only Generator.random (CuPy's Generator has no uniform):
     on NumPy it must give exactly Generator.uniform's numbers, so results are unchanged."""

@@ -105,7 +105,7 @@ def test_missing_data_gives_one_line_error(tmp_path):
 
 
 @script
-def test_runs_on_the_strict_backend(data_dir, tmp_path):
+def test_runs_on_the_strict_backend(data_dir, tmp_path, strict):
     # strict refuses implicit host round-trips and device mixing, as CuPy does
     done = run_frey("--limit", "60", "--epochs", "1", "--log-px-samples", "4", "--quiet", "--backend", "strict",
                     "--out", str(tmp_path), data_dir=data_dir)
