@@ -36,6 +36,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0) -> bool:
     xp = backend.xp()
 
     out = fn(*xs)
+    _check_finite("the function's value", backend.to_numpy(out.data))
     # the fixed random projection that turns any output into a scalar
     r = backend.asarray(rng.standard_normal(out.shape)) if out.shape else None
 
@@ -50,6 +51,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0) -> bool:
     for i, x in enumerate(xs):
         analytic = backend.to_numpy(x.grad) if x.grad is not None else np.zeros(x.shape)
         base = backend.to_numpy(x.data)
+        _check_finite(f"the analytic gradient of input {i} (shape {x.shape})", analytic)
 
         def along(v) -> float:  # the central difference along direction v (host array)
             step = backend.asarray(eps * v)
@@ -70,6 +72,9 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0) -> bool:
         worst = None
         for where, v, a in checks:
             n = along(v)
+            if not np.isfinite(n):  # NaN would fail every comparison below, and so pass
+                raise GradcheckError(f"gradcheck: input {i} (shape {x.shape}), at {where}: the numeric "
+                                     f"derivative is {n} (the function is not finite within eps {eps} of the point)")
             excess = abs(a - n) - (atol + rtol * abs(n))
             if excess > 0 and (worst is None or excess > worst[0]):
                 worst = (excess, where, a, n)
@@ -80,6 +85,15 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0) -> bool:
                 f"numeric {n:.8g} (|diff| {abs(a - n):.3g} > atol {atol} + rtol {rtol} * |numeric|)"
             )
     return True
+
+
+def _check_finite(what: str, values: np.ndarray) -> None:
+    """NaN and inf fail every comparison, so a check that only compares would pass them."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        first = tuple(int(k) for k in np.argwhere(bad)[0])
+        raise GradcheckError(f"gradcheck: {what} is not finite: {values[first]} at coordinate {first} "
+                             f"({int(bad.sum())} of {values.size} entries)")
 
 
 def _float64_leaf(x, i) -> Tensor:

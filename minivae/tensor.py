@@ -56,6 +56,9 @@ class Tensor:
     __array_ufunc__ = None
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
+        """`data`: a number, a (nested) list, or an array of any backend. Values are never
+        rescaled: uint8 pixels 0..255 become float32 0.0..255.0 (``train.to_device``, which
+        fit() and evaluate() use, is the one place that maps uint8 images to [0, 1])."""
         self.data = _float_array(data.data if isinstance(data, Tensor) else data, dtype)
         self.grad = None
         self.requires_grad = bool(requires_grad)
@@ -83,6 +86,16 @@ class Tensor:
         """The data as a host (NumPy) array: the one explicit way off the device.
         (On the numpy backend it is the tensor's own array, not a copy.)"""
         return backend.to_numpy(self.data)
+
+    def item(self) -> float:
+        """The value of a one-element tensor as a Python float: one device-to-host read
+        (on a GPU it waits for everything queued before it). ``float(t)`` does the same."""
+        if self.size != 1:
+            raise ValueError(f"item(): a tensor of shape {self.shape} has {self.size} elements, "
+                             "not one; index or reduce it first, or use .numpy()")
+        return float(backend.to_numpy(self.data).reshape(-1)[0])
+
+    __float__ = item
 
     def detach(self) -> "Tensor":
         """The same data, cut off from the graph."""
@@ -239,10 +252,13 @@ class Tensor:
 
     def mean(self, axis=None, keepdims=False):
         count = int(np.prod([self.shape[i] for i in normalize_axes(axis, self.ndim, "mean")]))
+        if count == 0:  # 0 / 0: an empty batch would give a NaN loss
+            raise ValueError(f"mean: over no elements (axis {axis} of shape {self.shape}); an empty batch?")
         return self.sum(axis, keepdims) / count
 
     def reshape(self, *shape):
         shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        shape = tuple(as_int(n, "reshape", f"size in {shape}", -1) for n in shape)
         xp = backend.xp()
         try:
             out = xp.reshape(self.data, shape)
@@ -261,7 +277,8 @@ class Tensor:
 
     def __getitem__(self, key):
         key = key if isinstance(key, tuple) else (key,)
-        if not all(k is Ellipsis or isinstance(k, (int, slice)) for k in key):
+        key = tuple(int(k) if is_int(k) else k for k in key)  # NumPy's integers too, never a bool
+        if not all(k is Ellipsis or is_int(k) or isinstance(k, slice) for k in key):
             raise TypeError(f"Tensor[...]: only basic indexing (ints, slices, ...) is supported, got {key!r}")
         if sum(k is not Ellipsis for k in key) > self.ndim:
             raise IndexError(f"Tensor[...]: {key!r} indexes more axes than the {self.ndim} of shape {self.shape}")
@@ -308,13 +325,16 @@ def lift(x, like: Tensor, op: str) -> Tensor:
     if isinstance(x, numbers.Real):  # a Python or NumPy number takes the tensor's dtype
         return Tensor(backend.full((), float(x), like.dtype))
     if backend.is_array(x):
+        if _float_name(x.dtype) is None:  # say what it is, not the float32 it would become
+            raise TypeError(f"{op}: mixing {_float_name(like.dtype)} and an array of {x.dtype}; convert it "
+                            f"explicitly, e.g. Tensor(x, dtype=\"{_float_name(like.dtype)}\")")
         x = Tensor(x)
     if isinstance(x, Tensor):
         if x._backend != like._backend:
             raise TypeError(f"{op}: mixing tensors from backends {like._backend!r} and {x._backend!r}")
         if x.dtype != like.dtype:  # promotion would silently turn a float32 model into float64
             raise TypeError(f"{op}: mixing {_float_name(like.dtype)} and {_float_name(x.dtype)}; "
-                            "convert one explicitly, e.g. Tensor(x, dtype=\"float32\")")
+                            f"convert one explicitly, e.g. Tensor(x, dtype=\"{_float_name(like.dtype)}\")")
         return x
     raise TypeError(
         f"{op}: cannot combine a Tensor on backend {like._backend!r} with {type(x).__module__}."
@@ -355,10 +375,30 @@ def normalize_axes(axis, ndim, op: str) -> tuple:
     """`axis` (None, an int or a tuple, negatives allowed) as a tuple of axes in range(ndim)."""
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    axes = (axis,) if is_int(axis) else axis
+    if not isinstance(axes, (tuple, list)) or not all(is_int(a) for a in axes):
+        raise TypeError(f"{op}: axis must be None, an int or a tuple of ints, got {axis!r}")
     if any(not -ndim <= a < ndim for a in axes):
         raise ValueError(f"{op}: axis {axis} is out of range for a tensor with {ndim} axes")
-    return tuple(a % ndim for a in axes)
+    axes = tuple(int(a) % ndim for a in axes)
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"{op}: axis {axis} names an axis twice")
+    return axes
+
+
+def is_int(x) -> bool:
+    """An integer of Python or NumPy (np.int64 from a shape, say), but not a bool."""
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def as_int(value, op: str, what: str, minimum: int | None = None) -> int:
+    """`value` as a Python int (at least `minimum`), or an error naming the op: 2.9 is not
+    silently 2, True is not 1."""
+    if not is_int(value) or (minimum is not None and value < minimum):
+        expected = "an integer" if minimum is None else f"an integer >= {minimum}"
+        raise (TypeError if not is_int(value) else ValueError)(
+            f"{op}: {what} must be {expected}, got {value!r}")
+    return int(value)
 
 
 def _float_array(data, dtype):
@@ -374,11 +414,29 @@ def _float_array(data, dtype):
         raise TypeError(f"Tensor: dtype must be 'float32' or 'float64', got {dtype!r}")
     dtype = backend.dtype(_float_name(dtype))
     if not backend.is_array(data):
-        data = backend.asarray(backend.to_numpy(data) if hasattr(data, "dtype") else data, dtype=dtype)
+        data = backend.asarray(_real_host_array(data), dtype=dtype)
+    elif not backend.xp().isdtype(data.dtype, ("real floating", "integral", "bool")):
+        raise TypeError(f"Tensor: expected real numbers, got an array of dtype {data.dtype}")
     return data if data.dtype == dtype else backend.xp().astype(data, dtype)
 
 
+def _real_host_array(data) -> np.ndarray:
+    """`data` on the host, refusing what has no real value: None (NumPy makes it NaN),
+    complex numbers (the imaginary part would be dropped), strings and objects."""
+    try:
+        host = backend.to_numpy(data) if hasattr(data, "dtype") else np.asarray(data)
+    except (TypeError, ValueError) as exc:  # ragged lists, say
+        raise TypeError(f"Tensor: cannot make an array of {type(data).__name__} data ({exc})") from None
+    if host.dtype.kind not in "biuf":
+        raise TypeError(f"Tensor: expected real numbers (a number, a list or an array), got "
+                        f"{'None' if data is None else f'{type(data).__name__} of dtype {host.dtype}'}")
+    return host
+
+
 def _float_name(dtype):
-    """'float32' or 'float64' for such a dtype of any backend (or its name), else None."""
+    """'float32' or 'float64' for such a dtype of any backend (its name, np.float32, np.dtype),
+    else None."""
+    if isinstance(dtype, type) and issubclass(dtype, np.generic):
+        dtype = np.dtype(dtype)
     name = str(dtype).split(".")[-1]
     return name if name in ("float32", "float64") else None

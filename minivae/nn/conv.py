@@ -7,7 +7,7 @@ right beside it, built from the gather/scatter pair of ``im2col.py``.
 from __future__ import annotations
 
 from .. import backend
-from ..tensor import Tensor, record
+from ..tensor import Tensor, as_int, is_int, lift, record
 from .im2col import (
     PADDINGS,
     col2im,
@@ -31,6 +31,7 @@ def conv2d(x: Tensor, kernel: Tensor, bias: Tensor | None = None, strides=(1, 1)
     (As in every deep-learning library this is a cross-correlation: the kernel is not flipped.)
     """
     xp = backend.xp()
+    kernel, bias = _same_kind(x, kernel, bias, "conv2d")
     n, h, w, c = x.shape
     kh, kw, _, f = kernel.shape
     (sh, sw) = strides
@@ -69,6 +70,7 @@ def conv2d_transpose(x: Tensor, kernel: Tensor, bias: Tensor | None = None, stri
     H follows Keras: H = h s + max(kh - s, 0) (``valid``) or h s (``same``).
     """
     xp = backend.xp()
+    kernel, bias = _same_kind(x, kernel, bias, "conv2d_transpose")
     n, h, w, c = x.shape
     kh, kw, f, _ = kernel.shape
     (sh, sw) = strides
@@ -95,6 +97,12 @@ def conv2d_transpose(x: Tensor, kernel: Tensor, bias: Tensor | None = None, stri
     return record(out, parents, backward, "conv2d_transpose")
 
 
+def _same_kind(x: Tensor, kernel, bias, op: str):
+    """The kernel and bias on x's backend and in x's dtype, else an error (as every op refuses
+    a mix: a float32 model fed float64 would otherwise come out, and train, in float64)."""
+    return lift(kernel, x, op), (None if bias is None else lift(bias, x, op))
+
+
 def _sum_rows(g2):
     """The bias gradient: g2 (pixels, F) summed over its pixels, as the product ones @ g2
     (on NumPy, BLAS does this some 20x faster than xp.sum over axis 0)."""
@@ -106,7 +114,7 @@ class _Conv(Layer):
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None):
         super().__init__(activation)
-        self.filters = int(filters)
+        self.filters = as_int(filters, type(self).__name__, "filters", 1)
         self.kernel_size = _pair(kernel_size, "kernel_size", self)
         self.strides = _pair(strides, "strides", self)
         self.padding = _padding(padding, self)
@@ -250,10 +258,10 @@ class UpSampling2D(Layer):
 
 def _pair(value, what: str, layer) -> tuple[int, int]:
     """An int or a pair of positive ints, as Keras accepts for sizes and strides."""
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and v >= 1 for v in pair):
+    pair = (value, value) if is_int(value) else tuple(value) if isinstance(value, (tuple, list)) else ()
+    if len(pair) != 2 or not all(is_int(v) and v >= 1 for v in pair):
         raise ValueError(f"{type(layer).__name__}: {what} must be a positive int or a pair of them, got {value!r}")
-    return pair
+    return tuple(int(v) for v in pair)
 
 
 def _padding(padding: str, layer) -> str:
