@@ -25,7 +25,7 @@ import math
 from . import backend
 from . import functional as F
 from .linalg import diagonal, fill_tril, lower_mask, tril_solve
-from .tensor import Tensor, lift, as_tensor, broadcast_shapes, no_grad
+from .tensor import Tensor, lift, as_int, as_tensor, broadcast_shapes, no_grad
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -41,6 +41,11 @@ class Distribution:
         """Draws of shape sample_shape + self.shape, cut off from the graph."""
         with no_grad():
             return self.rsample(sample_shape).detach()
+
+    def _sample_shape(self, sample_shape) -> tuple:
+        """sample(2) means sample((2,)), as in NumPy; sizes are integers >= 0."""
+        shape = (sample_shape,) if not isinstance(sample_shape, (tuple, list)) else sample_shape
+        return tuple(as_int(n, f"{type(self).__name__}.sample", f"sample_shape {sample_shape!r}", 0) for n in shape)
 
     def _sum_event(self, t: Tensor) -> Tensor:
         return t.sum(axis=tuple(range(-self.event_ndim, 0))) if self.event_ndim else t
@@ -59,7 +64,8 @@ class Distribution:
 
     def _noise(self, sample_shape, eps) -> Tensor:
         """eps ~ N(0, I) of shape sample_shape + self.shape, or the given eps after a shape check."""
-        shape = tuple(sample_shape) + self.shape
+        sample_shape = self._sample_shape(sample_shape)
+        shape = sample_shape + self.shape
         if eps is None:
             return Tensor(backend.normal(shape, self._ref.dtype))
         eps = lift(eps, self._ref, f"{type(self).__name__}.rsample")
@@ -253,9 +259,16 @@ class MultivariateNormalTriL(Distribution):
 class Bernoulli(Distribution):
     """Independent Bernoulli(p) with p = sigmoid(logits), the usual likelihood for
     MNIST-like images (the lecture notes it is "incorrect" for grey pixels, but
-    common; log_prob accepts x anywhere in [0, 1])."""
+    common; log_prob accepts x anywhere in [0, 1]).
 
-    def __init__(self, logits, event_ndim: int = 1):
+    validate=True: log_prob refuses x outside [0, 1] (0..255 pixels give impossible
+    positive log-probabilities). The check reads one boolean back from the device per
+    call (on a GPU a wait for the queued work); pass validate=False to skip it once the
+    data are known to lie in [0, 1].
+    """
+
+    def __init__(self, logits, event_ndim: int = 1, validate: bool = True):
+        self.validate = validate
         self.logits = self._ref = as_tensor(logits)
         self.shape = self.logits.shape
         if not 0 <= event_ndim <= len(self.shape):
@@ -270,6 +283,8 @@ class Bernoulli(Distribution):
         # x log p + (1 - x) log(1 - p) with log p = log_sigmoid(a), log(1 - p) = log_sigmoid(-a):
         # never forms p, so logits of +-1000 give 0 and -1000, not log(0) = -inf or NaN
         x = self._check_value(x, "log_prob")
+        if self.validate:
+            _check_unit_interval(x)
         return self._sum_event(x * F.log_sigmoid(self.logits) + (1 - x) * F.log_sigmoid(-self.logits))
 
     def sample(self, sample_shape=()) -> Tensor:
@@ -277,7 +292,7 @@ class Bernoulli(Distribution):
         xp = backend.xp()
         dtype = self.logits.dtype
         p = F._sigmoid_array(self.logits.data)
-        u = backend.uniform(tuple(sample_shape) + self.shape, dtype)
+        u = backend.uniform(self._sample_shape(sample_shape) + self.shape, dtype)
         return Tensor(xp.astype(u < p, dtype))
 
     def rsample(self, sample_shape=(), eps=None):
@@ -291,6 +306,15 @@ class Bernoulli(Distribution):
         # -[p log p + (1 - p) log(1 - p)], in the stable log_sigmoid form
         p = self.mean
         return self._sum_event(-(p * F.log_sigmoid(self.logits) + (1 - p) * F.log_sigmoid(-self.logits)))
+
+
+def _check_unit_interval(x: Tensor) -> None:
+    """Refuse Bernoulli data outside [0, 1] (NaN too): one read from the device."""
+    xp = backend.xp()
+    if not bool(xp.all((x.data >= 0) & (x.data <= 1))):
+        low, high = float(xp.min(x.data)), float(xp.max(x.data))
+        hint = " (0..255 pixels? divide by 255, or feed uint8 arrays through fit()/to_device)" if high > 1 else ""
+        raise ValueError(f"Bernoulli.log_prob: x must lie in [0, 1], got values from {low:g} to {high:g}{hint}")
 
 
 # --- KL divergence in closed form ----------------------------------------------------

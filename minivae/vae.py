@@ -40,15 +40,18 @@ class VAE(Module):
         squashed by a sigmoid into [0, 1] and the log-std floored at `log_std_min` (see
         GaussianLikelihood). (The lecture's decoder interleaves the two as a trailing axis
         of size 2; two halves are the same model up to the order of the last Dense layer's units.)
-    likelihood="bernoulli": the decoder returns (N, D) logits.
+    likelihood="bernoulli": the decoder returns (N, D) logits; x must lie in [0, 1], which
+        log_prob checks (one device read per call; validate_data=False skips it).
     D = prod(x.shape[1:]); the VAE reshapes the decoder output to x's shape.
+    Data are never rescaled here: a raw integer (uint8) array is refused; scale images
+    to [0, 1] first (x / 255), or train with fit(), whose to_device does it.
 
     The prior defaults to StandardNormal(l), l read from the encoder on the first call. The
     parameters are the encoder's and the decoder's (the prior is fixed).
     """
 
     def __init__(self, encoder, decoder, prior=None, likelihood: str = "gaussian", posterior: str = "diag",
-                 log_std_min: float | None = -5.0):
+                 log_std_min: float | None = -5.0, validate_data: bool = True):
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"VAE: unknown likelihood {likelihood!r}; expected one of {LIKELIHOODS}")
         if posterior not in POSTERIORS:
@@ -57,6 +60,7 @@ class VAE(Module):
         self._default_prior = prior is None  # then N(0, I), sized (and typed) by the encoder
         self.likelihood, self.posterior, self.log_std_min = likelihood, posterior, log_std_min
         self.x_shape = None  # one data point's shape, learned from the data
+        self.validate_data = validate_data
 
     def forward(self, x):
         """The decoded mean of one reparameterised draw z ~ q(z|x), as the lecture's call()."""
@@ -65,9 +69,9 @@ class VAE(Module):
     # --- the two halves ------------------------------------------------------------
     def encode(self, x):
         """q(z|x): a Normal ("diag") or a MultivariateNormalTriL ("full"), batch shape (N,)."""
-        x = as_tensor(x)
-        if x.ndim < 2:
-            raise ValueError(f"VAE.encode: expected a batch x of shape (N, ...), got {x.shape}")
+        x = as_tensor(_refuse_integers(x, "VAE.encode"))
+        if x.ndim < 2 or x.shape[0] == 0:
+            raise ValueError(f"VAE.encode: expected a non-empty batch x of shape (N, ...), got {x.shape}")
         h = self.encoder(x)
         if h.ndim != 2:
             raise ValueError(f"VAE.encode: the encoder must return (N, k), got {h.shape} for x of shape {x.shape}")
@@ -112,7 +116,7 @@ class VAE(Module):
             )
         event = len(x_shape)
         if self.likelihood == "bernoulli":
-            return Bernoulli(h.reshape(*lead, *x_shape), event_ndim=event)
+            return Bernoulli(h.reshape(*lead, *x_shape), event_ndim=event, validate=self.validate_data)
         h1, h2 = F.split(h, 2, axis=-1)
         return GaussianLikelihood(h1.reshape(*lead, *x_shape), h2.reshape(*lead, *x_shape), self.log_std_min, event)
 
@@ -127,7 +131,7 @@ class VAE(Module):
         if estimator not in ESTIMATORS:
             raise ValueError(f"VAE.elbo: unknown estimator {estimator!r}; expected one of {ESTIMATORS}")
         _check_count("VAE.elbo", "samples", samples)
-        x = as_tensor(x)
+        x = as_tensor(_refuse_integers(x, "VAE.elbo"))
         q = self.encode(x)
         if eps is not None:
             eps = lift(eps, x, "VAE.elbo")
@@ -156,7 +160,7 @@ class VAE(Module):
         _check_count("VAE.log_marginal", "samples", samples)
         _check_count("VAE.log_marginal", "chunk", chunk)
         with no_grad():
-            x = as_tensor(x)
+            x = as_tensor(_refuse_integers(x, "VAE.log_marginal"))
             q = self.encode(x)
             per_chunk = []  # log sum_k w_k over each chunk, (N,) each
             for start in range(0, samples, chunk):
@@ -178,6 +182,15 @@ def _full_latent_dim(k: int):
     """l with 2l + l(l-1)/2 = l(l+3)/2 = k, or None."""
     l = (math.isqrt(9 + 8 * k) - 3) // 2
     return l if l >= 1 and l * (l + 3) // 2 == k else None
+
+
+def _refuse_integers(x, who: str):
+    """An integer array would become float 0..255 (Tensor() never rescales): refuse it."""
+    name = str(getattr(x, "dtype", "")).split(".")[-1]
+    if not isinstance(x, Tensor) and name.startswith(("uint", "int", "bool")):
+        raise TypeError(f"{who}: x is an array of {name}; scale it to floats in [0, 1] first "
+                        "(e.g. x / 255 for uint8 pixels), or train with fit(), which does that")
+    return x
 
 
 def _check_count(who: str, what: str, n) -> None:

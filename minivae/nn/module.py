@@ -16,6 +16,7 @@ import zlib
 import numpy as np
 
 from .. import backend
+from ..backend import check_finite_array
 from ..files import atomic_write
 from ..tensor import Tensor, as_int, no_grad
 
@@ -183,18 +184,7 @@ def read_npz(path) -> dict:
         why = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
         if "pickled" in str(exc):  # NumPy's guess for bytes that are not an array at all
             why = "not a NumPy file (no .npz/.npy header)"
-        raise ValueError(f"{path}: cannot read it as an .npz of weights ({why})") from None
-
-
-def check_finite_array(a, what: str) -> None:
-    """Refuse a host array that is not real numbers, or holds NaN or inf."""
-    a = np.asarray(a)
-    if a.dtype.kind not in "biuf":
-        raise ValueError(f"{what} has dtype {a.dtype}, expected real numbers")
-    bad = int(np.count_nonzero(~np.isfinite(a)))
-    if bad:
-        raise ValueError(f"{what} holds {bad} NaN or infinite values of {a.size} (saved from a run that "
-                         "blew up?); refusing to load it")
+        raise ValueError(f"{path}: cannot read it as an .npz archive ({why})") from None
 
 
 def _shape(input_shape, who: str) -> tuple:
