@@ -70,8 +70,10 @@ class VAE(Module):
     def encode(self, x):
         """q(z|x): a Normal ("diag") or a MultivariateNormalTriL ("full"), batch shape (N,)."""
         x = as_tensor(_refuse_integers(x, "VAE.encode"))
-        if x.ndim < 2 or x.shape[0] == 0:
-            raise ValueError(f"VAE.encode: expected a non-empty batch x of shape (N, ...), got {x.shape}")
+        if x.ndim < 2:
+            raise ValueError(f"VAE.encode: expected a batch x of shape (N, ...), got {x.shape}")
+        if x.shape[0] == 0:  # the means over the batch would be NaN
+            raise ValueError(f"VAE.encode: an empty batch (x of shape {x.shape})")
         h = self.encoder(x)
         if h.ndim != 2:
             raise ValueError(f"VAE.encode: the encoder must return (N, k), got {h.shape} for x of shape {x.shape}")
