@@ -226,5 +226,5 @@ def check_finite_array(a, what: str) -> None:
         raise ValueError(f"{what} has dtype {a.dtype}, expected real numbers")
     bad = int(np.count_nonzero(~np.isfinite(a)))
     if bad:
-        raise ValueError(f"{what} holds {bad} NaN or infinite values of {a.size} (saved from a run that "
-                         "blew up?); refusing to load it")
+        raise ValueError(f"{what} holds {bad} NaN or infinite values of {a.size} "
+                         "(saved from a run that blew up?); refusing to load it")

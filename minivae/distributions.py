@@ -45,7 +45,8 @@ class Distribution:
     def _sample_shape(self, sample_shape) -> tuple:
         """sample(2) means sample((2,)), as in NumPy; sizes are integers >= 0."""
         shape = (sample_shape,) if not isinstance(sample_shape, (tuple, list)) else sample_shape
-        return tuple(as_int(n, f"{type(self).__name__}.sample", f"sample_shape {sample_shape!r}", 0) for n in shape)
+        who, what = f"{type(self).__name__}.sample", f"sample_shape {sample_shape!r}"
+        return tuple(as_int(n, who, what, 0) for n in shape)
 
     def _sum_event(self, t: Tensor) -> Tensor:
         return t.sum(axis=tuple(range(-self.event_ndim, 0))) if self.event_ndim else t
@@ -154,7 +155,8 @@ class StandardNormal(Normal):
     """The prior p(z) = N(0, I) over a latent space of `dim` dimensions."""
 
     def __init__(self, dim: int, dtype="float32"):
-        zeros = Tensor(backend.full((int(dim),), 0.0, backend.dtype(dtype)))
+        dim = as_int(dim, "StandardNormal", "dim", 1)
+        zeros = Tensor(backend.full((dim,), 0.0, backend.dtype(dtype)))
         self._set(zeros, zeros + 1.0, zeros, event_ndim=1)
 
 
@@ -313,8 +315,10 @@ def _check_unit_interval(x: Tensor) -> None:
     xp = backend.xp()
     if not bool(xp.all((x.data >= 0) & (x.data <= 1))):
         low, high = float(xp.min(x.data)), float(xp.max(x.data))
-        hint = " (0..255 pixels? divide by 255, or feed uint8 arrays through fit()/to_device)" if high > 1 else ""
-        raise ValueError(f"Bernoulli.log_prob: x must lie in [0, 1], got values from {low:g} to {high:g}{hint}")
+        hint = (" (0..255 pixels? divide by 255, or feed uint8 arrays through fit()/to_device)"
+                if high > 1 else "")
+        raise ValueError(f"Bernoulli.log_prob: x must lie in [0, 1], got values from {low:g} "
+                         f"to {high:g}{hint}")
 
 
 # --- KL divergence in closed form ----------------------------------------------------

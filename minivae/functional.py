@@ -12,7 +12,8 @@ from __future__ import annotations
 import numbers
 
 from . import backend
-from .tensor import Tensor, normalize_axes, lift, record, unbroadcast, as_tensor, as_int, is_int, broadcast_shapes
+from .tensor import (Tensor, normalize_axes, lift, record, unbroadcast, as_tensor, as_int, is_int,
+                     broadcast_shapes)
 
 
 def _xp():
@@ -100,7 +101,8 @@ def logsumexp(x, axis=-1, keepdims=False):
     xp = _xp()
     axes = normalize_axes(axis, x.ndim, "logsumexp")
     if any(x.shape[a] == 0 for a in axes):  # an empty sum is 0 and log 0 = -inf (as in torch)
-        m = backend.full(tuple(1 if i in axes else n for i, n in enumerate(x.shape)), -float("inf"), x.dtype)
+        kept_shape = tuple(1 if i in axes else n for i, n in enumerate(x.shape))
+        m = backend.full(kept_shape, -float("inf"), x.dtype)
     else:
         m = xp.max(x.data, axis=axes, keepdims=True)
     m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))  # an all -inf row stays -inf, not NaN
@@ -145,7 +147,7 @@ def clip(x, low=None, high=None):
 
 
 def _check_bounds(low, high):
-    """clip's bounds: numbers, not NaN, low <= high (NumPy would quietly return `high` everywhere)."""
+    """clip's bounds: numbers, not NaN, low <= high (NumPy would return `high` everywhere)."""
     for name, v in (("low", low), ("high", high)):
         if v is not None and (not isinstance(v, numbers.Real) or v != v):
             raise ValueError(f"clip: {name} must be a number or None, got {v!r}")
@@ -158,6 +160,10 @@ def where(condition, a, b):
     a = as_tensor(a)
     b = lift(b, a, "where")
     condition = condition.data if isinstance(condition, Tensor) else condition
+    dtype = getattr(condition, "dtype", None)
+    if str(dtype).split(".")[-1] != "bool":  # NumPy would take any truthy value
+        raise TypeError(f"where: condition must be a boolean array (e.g. x > 0), got "
+                        f"{type(condition).__name__} of dtype {dtype}")
     broadcast_shapes(broadcast_shapes(a.shape, b.shape, "where"), tuple(condition.shape), "where")
     xp = _xp()
 

@@ -73,8 +73,9 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0) -> bool:
         for where, v, a in checks:
             n = along(v)
             if not np.isfinite(n):  # NaN would fail every comparison below, and so pass
-                raise GradcheckError(f"gradcheck: input {i} (shape {x.shape}), at {where}: the numeric "
-                                     f"derivative is {n} (the function is not finite within eps {eps} of the point)")
+                raise GradcheckError(
+                    f"gradcheck: input {i} (shape {x.shape}), at {where}: the numeric derivative is "
+                    f"{n} (the function is not finite within eps {eps} of the point)")
             excess = abs(a - n) - (atol + rtol * abs(n))
             if excess > 0 and (worst is None or excess > worst[0]):
                 worst = (excess, where, a, n)
@@ -92,8 +93,8 @@ def _check_finite(what: str, values: np.ndarray) -> None:
     bad = ~np.isfinite(values)
     if bad.any():
         first = tuple(int(k) for k in np.argwhere(bad)[0])
-        raise GradcheckError(f"gradcheck: {what} is not finite: {values[first]} at coordinate {first} "
-                             f"({int(bad.sum())} of {values.size} entries)")
+        raise GradcheckError(f"gradcheck: {what} is not finite: {values[first]} at coordinate "
+                             f"{first} ({int(bad.sum())} of {values.size} entries)")
 
 
 def _float64_leaf(x, i) -> Tensor:

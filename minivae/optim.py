@@ -75,7 +75,8 @@ class Optimizer:
                 check_finite_array(state[f"{key}.{i}"], f"{name}.load_state_dict: state {key}.{i}")
         t = np.asarray(state["t"])
         if t.shape != () or t.dtype.kind not in "iuf" or not np.isfinite(t) or t < 0 or t != int(t):
-            raise ValueError(f"{name}.load_state_dict: step count t must be a whole number >= 0, got {t!r}")
+            raise ValueError(f"{name}.load_state_dict: step count t must be a whole number >= 0, "
+                             f"got {t!r}")
 
 
 class SGD(Optimizer):
@@ -137,6 +138,8 @@ def _hyper(optimizer, name: str, value, low: float, high: float, high_open: bool
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and low <= value and (value < high if high_open else value <= high)
     if not ok:
-        interval = f"[{low:g}, {high:g}{')' if high_open else ']'}" if math.isfinite(high) else f"[{low:g}, inf)"
-        raise ValueError(f"{type(optimizer).__name__}: {name} must be a finite number in {interval}, got {value!r}")
+        close = ")" if high_open else "]"
+        interval = f"[{low:g}, {high:g}{close}" if math.isfinite(high) else f"[{low:g}, inf)"
+        raise ValueError(f"{type(optimizer).__name__}: {name} must be a finite number in {interval}, "
+                         f"got {value!r}")
     return float(value)

@@ -130,7 +130,7 @@ class Tensor:
             if node.grad_fn is None:  # a leaf: keep (accumulate) its gradient
                 node.grad = g if node.grad is None else node.grad + g
                 continue
-            for parent, pg in zip(node.parents, node.grad_fn(g)):
+            for parent, pg in zip(node.parents, _one_per_parent(node, node.grad_fn(g))):
                 if pg is not None and parent.requires_grad:
                     key = id(parent)
                     grads[key] = grads[key] + pg if key in grads else pg
@@ -253,7 +253,8 @@ class Tensor:
     def mean(self, axis=None, keepdims=False):
         count = int(np.prod([self.shape[i] for i in normalize_axes(axis, self.ndim, "mean")]))
         if count == 0:  # 0 / 0: an empty batch would give a NaN loss
-            raise ValueError(f"mean: over no elements (axis {axis} of shape {self.shape}); an empty batch?")
+            raise ValueError(f"mean: over no elements (axis {axis} of shape {self.shape}); "
+                             "an empty batch?")
         return self.sum(axis, keepdims) / count
 
     def reshape(self, *shape):
@@ -305,6 +306,23 @@ class Tensor:
 # --- helpers shared by every op ----------------------------------------------
 
 
+def _one_per_parent(node: Tensor, grads) -> tuple:
+    """A backward's answer, refused unless it is one gradient (or None) per parent, shaped and
+    typed like it: a wrong shape would broadcast silently into the sums, a float64 gradient
+    would turn a float32 weight into float64 at the next optimiser step."""
+    if not isinstance(grads, (tuple, list)) or len(grads) != len(node.parents):
+        is_seq = isinstance(grads, (tuple, list))
+        got = f"{len(grads)} gradients" if is_seq else type(grads).__name__
+        raise TypeError(f"backward of {node.op!r}: must return a tuple of one gradient (or None) "
+                        f"per parent ({len(node.parents)}), got {got}")
+    for i, (p, g) in enumerate(zip(node.parents, grads)):
+        if g is not None and (tuple(g.shape) != p.shape or g.dtype != p.dtype):
+            raise ValueError(f"backward of {node.op!r}: the gradient for parent {i} has shape "
+                             f"{tuple(g.shape)} and dtype {_dtype_text(g.dtype)}; the parent has "
+                             f"{p.shape} and {_dtype_text(p.dtype)}")
+    return grads
+
+
 def record(data, parents, backward, name) -> Tensor:
     """Wrap an op's output, recording `backward` only if some parent needs a gradient."""
     out = Tensor.__new__(Tensor)
@@ -326,15 +344,17 @@ def lift(x, like: Tensor, op: str) -> Tensor:
         return Tensor(backend.full((), float(x), like.dtype))
     if backend.is_array(x):
         if _float_name(x.dtype) is None:  # say what it is, not the float32 it would become
-            raise TypeError(f"{op}: mixing {_float_name(like.dtype)} and an array of {x.dtype}; convert it "
-                            f"explicitly, e.g. Tensor(x, dtype=\"{_float_name(like.dtype)}\")")
+            raise TypeError(f"{op}: mixing {_float_name(like.dtype)} and an array of "
+                            f"{_dtype_text(x.dtype)}; convert it explicitly, "
+                            f"e.g. Tensor(x, dtype=\"{_float_name(like.dtype)}\")")
         x = Tensor(x)
     if isinstance(x, Tensor):
         if x._backend != like._backend:
             raise TypeError(f"{op}: mixing tensors from backends {like._backend!r} and {x._backend!r}")
         if x.dtype != like.dtype:  # promotion would silently turn a float32 model into float64
             raise TypeError(f"{op}: mixing {_float_name(like.dtype)} and {_float_name(x.dtype)}; "
-                            f"convert one explicitly, e.g. Tensor(x, dtype=\"{_float_name(like.dtype)}\")")
+                            f"convert one explicitly, "
+                            f"e.g. Tensor(x, dtype=\"{_float_name(like.dtype)}\")")
         return x
     raise TypeError(
         f"{op}: cannot combine a Tensor on backend {like._backend!r} with {type(x).__module__}."
@@ -426,11 +446,17 @@ def _real_host_array(data) -> np.ndarray:
     try:
         host = backend.to_numpy(data) if hasattr(data, "dtype") else np.asarray(data)
     except (TypeError, ValueError) as exc:  # ragged lists, say
-        raise TypeError(f"Tensor: cannot make an array of {type(data).__name__} data ({exc})") from None
+        raise TypeError(f"Tensor: cannot make an array of {type(data).__name__} data "
+                        f"({exc})") from None
     if host.dtype.kind not in "biuf":
-        raise TypeError(f"Tensor: expected real numbers (a number, a list or an array), got "
-                        f"{'None' if data is None else f'{type(data).__name__} of dtype {host.dtype}'}")
+        got = "None" if data is None else f"{type(data).__name__} of dtype {host.dtype}"
+        raise TypeError(f"Tensor: expected real numbers (a number, a list or an array), got {got}")
     return host
+
+
+def _dtype_text(dtype) -> str:
+    """A dtype's short name on every backend ('int64', not 'array_api_strict.int64')."""
+    return str(dtype).split(".")[-1]
 
 
 def _float_name(dtype):

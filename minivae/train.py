@@ -39,6 +39,8 @@ def to_device(x: np.ndarray) -> Tensor:
     four times cheaper than moving a float32). Every other dtype is converted as
     ``Tensor(x)`` converts it, which never rescales. fit() and evaluate() use this.
     """
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"to_device: expected a host NumPy array, got {type(x).__name__}")
     data = backend.asarray(x)
     if x.dtype == np.uint8:
         data = backend.xp().astype(data, backend.dtype("float32")) / 255
@@ -56,8 +58,11 @@ def train_step(loss_fn, optimizer, x: Tensor) -> dict:
 
 def _loss_parts(parts, who: str) -> dict:
     """loss_fn's answer, refused unless it is a dict of Tensors holding "loss"."""
-    if not isinstance(parts, dict) or not isinstance(parts.get("loss"), Tensor):
-        got = f"a dict with keys {sorted(parts)}" if isinstance(parts, dict) else type(parts).__name__
+    tensors = isinstance(parts, dict) and all(isinstance(v, Tensor) for v in parts.values())
+    if not tensors or "loss" not in parts:
+        kinds = sorted({type(v).__name__ for v in parts.values()}) if isinstance(parts, dict) else []
+        got = (f"a dict with keys {sorted(parts)} and values {kinds}" if isinstance(parts, dict)
+               else type(parts).__name__)
         raise ValueError(f"{who}: loss_fn must return a dict of scalar Tensors with key 'loss' "
                          f"(e.g. {{'loss': loss}}), got {got}")
     return parts
@@ -95,7 +100,16 @@ class History:
 
     @classmethod
     def from_json(cls, text: str, best_weights=None) -> "History":
-        return cls(**json.loads(text), best_weights=best_weights)
+        """The History to_json wrote; ValueError if a field is missing or the lengths disagree."""
+        data = json.loads(text)
+        fields = {"metrics", "seconds", "seed", "stopped"}
+        if not isinstance(data, dict) or set(data) != fields:
+            got = sorted(data) if isinstance(data, dict) else type(data).__name__
+            raise ValueError(f"History.from_json: expected the fields {sorted(fields)}, got {got}")
+        if any(len(values) != len(data["seconds"]) for values in data["metrics"].values()):
+            raise ValueError("History.from_json: the metrics and seconds hold different numbers "
+                             "of epochs")
+        return cls(**data, best_weights=best_weights)
 
     def to_csv(self) -> str:
         """One row per epoch: epoch (from 1), seconds, then every metric."""
@@ -119,7 +133,7 @@ class _Sums:
 
     def add(self, parts: dict, n: int) -> None:
         xp = backend.xp()
-        for name, value in parts.items():
+        for name, value in _loss_parts(parts, "fit").items():
             if value.ndim != 0:
                 raise ValueError(f"fit: loss_fn must return scalar Tensors; {name!r} has shape {value.shape}")
             weighted = xp.astype(value.data, xp.float64) * n
@@ -196,6 +210,7 @@ def fit(model, loss_fn, optimizer, x_train: np.ndarray, x_val: np.ndarray | None
         raise ValueError(f"fit: this run was started with seed {history.seed}, not {seed}; "
                          "resuming with another seed would not continue it")
     epochs = as_int(epochs, "fit", "epochs", 0)
+    seed = as_int(seed, "fit", "seed", 0)
     batch_size = as_int(batch_size, "fit", "batch_size", 1)
     patience = None if patience is None else as_int(patience, "fit", "patience", 0)
     _check_rows("fit", "x_train", x_train)
@@ -305,8 +320,9 @@ def load_checkpoint(path, model, optimizer) -> History:
             model.check_state_dict(groups["best/"])
         if "history" not in arrays:
             raise ValueError("it has no history")
-        history = History.from_json(str(arrays["history"][()]), best_weights=groups["best/"] or None)
-    except (ValueError, TypeError) as exc:  # (json's errors are ValueErrors; a missing field a TypeError)
+        best = groups["best/"] or None
+        history = History.from_json(str(arrays["history"][()]), best_weights=best)
+    except (ValueError, TypeError) as exc:  # (json's errors are ValueErrors)
         raise ValueError(f"{path}: cannot resume from this checkpoint: {exc}") from None
     model.load_state_dict(groups["model/"])
     optimizer.load_state_dict(groups["optimizer/"])

@@ -118,7 +118,8 @@ class VAE(Module):
             )
         event = len(x_shape)
         if self.likelihood == "bernoulli":
-            return Bernoulli(h.reshape(*lead, *x_shape), event_ndim=event, validate=self.validate_data)
+            logits = h.reshape(*lead, *x_shape)
+            return Bernoulli(logits, event_ndim=event, validate=self.validate_data)
         h1, h2 = F.split(h, 2, axis=-1)
         return GaussianLikelihood(h1.reshape(*lead, *x_shape), h2.reshape(*lead, *x_shape), self.log_std_min, event)
 

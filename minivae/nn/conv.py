@@ -258,7 +258,7 @@ class UpSampling2D(Layer):
 
 def _pair(value, what: str, layer) -> tuple[int, int]:
     """An int or a pair of positive ints, as Keras accepts for sizes and strides."""
-    pair = (value, value) if is_int(value) else tuple(value) if isinstance(value, (tuple, list)) else ()
+    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
     if len(pair) != 2 or not all(is_int(v) and v >= 1 for v in pair):
         raise ValueError(f"{type(layer).__name__}: {what} must be a positive int or a pair of them, got {value!r}")
     return tuple(int(v) for v in pair)

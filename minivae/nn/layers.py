@@ -64,8 +64,8 @@ class Layer(Module):
         if self.input_dtype is None:
             self.input_dtype = dtype
         elif dtype != self.input_dtype:
-            raise TypeError(f"{self.name}: built for {self.input_dtype} input, got {dtype}; convert the "
-                            f"input explicitly, e.g. Tensor(x, dtype=\"{self.input_dtype}\")")
+            raise TypeError(f"{self.name}: built for {self.input_dtype} input, got {dtype}; convert "
+                            f"the input explicitly, e.g. Tensor(x, dtype=\"{self.input_dtype}\")")
         return super().__call__(x, *args, **kwargs)
 
     @property
@@ -123,9 +123,13 @@ class Sequential(Layer):
 
     def __init__(self, layers=()):
         super().__init__()
-        self.layers = list(layers)
+        self.layers = []
+        for layer in layers:
+            self.add(layer)
 
     def add(self, layer: Module) -> None:
+        if not isinstance(layer, Module):
+            raise TypeError(f"Sequential: expected a layer (a Module), got {type(layer).__name__}")
         self.layers.append(layer)
 
     def forward(self, x: Tensor) -> Tensor:
