@@ -124,6 +124,7 @@ class Normal(Distribution):
         self.loc, self.scale, self.log_std = loc, scale, log_std
         self._ref = loc
         self.shape = broadcast_shapes(loc.shape, scale.shape, "Normal")
+        event_ndim = as_int(event_ndim, "Normal", "event_ndim", 0)
         if not 0 <= event_ndim <= len(self.shape):
             raise ValueError(f"Normal: event_ndim={event_ndim} but loc/scale have only {len(self.shape)} axes {self.shape}")
         self.event_ndim = event_ndim
@@ -273,6 +274,7 @@ class Bernoulli(Distribution):
         self.validate = validate
         self.logits = self._ref = as_tensor(logits)
         self.shape = self.logits.shape
+        event_ndim = as_int(event_ndim, "Bernoulli", "event_ndim", 0)
         if not 0 <= event_ndim <= len(self.shape):
             raise ValueError(f"Bernoulli: event_ndim={event_ndim} but logits have only {len(self.shape)} axes {self.shape}")
         self.event_ndim = event_ndim

@@ -35,8 +35,10 @@ score_function_grad evaluates f without a graph (it needs only f's values).
 """
 from __future__ import annotations
 
+import numbers
+
 from . import backend
-from .tensor import Tensor, no_grad
+from .tensor import Tensor, is_int, no_grad
 
 
 def pathwise_grad(f, q_fn, params, samples: int = 1):
@@ -66,8 +68,9 @@ def score_function_grad(f, q_fn, params, samples: int = 1, baseline=None):
         others = values.sum(axis=0, keepdims=True) - values
         values = values - others / (samples - 1)
     elif baseline is not None:
-        if not isinstance(baseline, (int, float)):
-            raise TypeError(f"score_function_grad: baseline must be None, a number or 'mean', got {baseline!r}")
+        if not isinstance(baseline, numbers.Real) or isinstance(baseline, bool) or baseline != baseline:
+            raise TypeError(f"score_function_grad: baseline must be None, a number or 'mean', "
+                            f"got {baseline!r}")
         values = values - baseline
     surrogate = (Tensor(values.data) * q.log_prob(z)).sum() / samples  # its gradient is the estimate
     return _gradients(surrogate, params)
@@ -83,7 +86,7 @@ def _values(who: str, values, z, q) -> Tensor:
 
 
 def _check_samples(who: str, samples) -> None:
-    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
+    if not is_int(samples) or samples < 1:  # (NumPy's integers too)
         raise ValueError(f"{who}: samples must be a positive integer, got {samples!r}")
 
 

@@ -11,6 +11,8 @@ one backward pass checks the whole Jacobian-vector product.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import backend
@@ -31,6 +33,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0) -> bool:
     raises GradcheckError naming the input, the worst coordinate or direction,
     and the analytic and numeric values.
     """
+    _check_tolerances(eps, atol, rtol)
     xs = [_float64_leaf(x, i) for i, x in enumerate(inputs)]
     rng = np.random.default_rng(seed)
     xp = backend.xp()
@@ -86,6 +89,15 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0) -> bool:
                 f"numeric {n:.8g} (|diff| {abs(a - n):.3g} > atol {atol} + rtol {rtol} * |numeric|)"
             )
     return True
+
+
+def _check_tolerances(eps, atol, rtol) -> None:
+    """eps > 0, atol and rtol >= 0, all finite: a NaN tolerance would pass every comparison."""
+    for name, value, zero_ok in (("eps", eps, False), ("atol", atol, True), ("rtol", rtol, True)):
+        ok = isinstance(value, (int, float)) and math.isfinite(value)
+        if not (ok and (value >= 0 if zero_ok else value > 0)):
+            bound = ">= 0" if zero_ok else "> 0"
+            raise ValueError(f"gradcheck: {name} must be a finite number {bound}, got {value!r}")
 
 
 def _check_finite(what: str, values: np.ndarray) -> None:

@@ -21,6 +21,7 @@ Every op below is written the same way: compute the output array, then define
 from __future__ import annotations
 
 import contextlib
+import math
 import numbers
 
 import numpy as np
@@ -182,6 +183,8 @@ class Tensor:
         if not isinstance(p, numbers.Real):
             raise TypeError("Tensor ** p: p must be a Python number; for a tensor exponent use exp(p * log(x))")
         x, p = self.data, float(p)  # a NumPy scalar would not mix with a device array
+        if not math.isfinite(p):
+            raise ValueError(f"power: the exponent must be finite, got {p}")
 
         def backward(g):  # d(x^p)/dx = p x^(p-1)
             return (g * p * x ** (p - 1),)
@@ -279,7 +282,7 @@ class Tensor:
     def __getitem__(self, key):
         key = key if isinstance(key, tuple) else (key,)
         key = tuple(int(k) if is_int(k) else k for k in key)  # NumPy's integers too, never a bool
-        if not all(k is Ellipsis or is_int(k) or isinstance(k, slice) for k in key):
+        if not all(k is Ellipsis or is_int(k) or _int_slice(k) for k in key):
             raise TypeError(f"Tensor[...]: only basic indexing (ints, slices, ...) is supported, got {key!r}")
         if sum(k is not Ellipsis for k in key) > self.ndim:
             raise IndexError(f"Tensor[...]: {key!r} indexes more axes than the {self.ndim} of shape {self.shape}")
@@ -404,6 +407,10 @@ def normalize_axes(axis, ndim, op: str) -> tuple:
     if len(set(axes)) != len(axes):
         raise ValueError(f"{op}: axis {axis} names an axis twice")
     return axes
+
+
+def _int_slice(k) -> bool:
+    return isinstance(k, slice) and all(v is None or is_int(v) for v in (k.start, k.stop, k.step))
 
 
 def is_int(x) -> bool:

@@ -22,7 +22,7 @@ import math
 from . import functional as F
 from .distributions import Bernoulli, GaussianLikelihood, MultivariateNormalTriL, Normal, StandardNormal, kl_divergence
 from .nn.module import Module
-from .tensor import Tensor, lift, as_tensor, no_grad
+from .tensor import Tensor, lift, as_int, as_tensor, is_int, no_grad
 
 LIKELIHOODS = ("gaussian", "bernoulli")
 POSTERIORS = ("diag", "full")
@@ -56,6 +56,8 @@ class VAE(Module):
             raise ValueError(f"VAE: unknown likelihood {likelihood!r}; expected one of {LIKELIHOODS}")
         if posterior not in POSTERIORS:
             raise ValueError(f"VAE: unknown posterior {posterior!r}; expected one of {POSTERIORS}")
+        if log_std_min is not None and not (isinstance(log_std_min, (int, float)) and math.isfinite(log_std_min)):
+            raise ValueError(f"VAE: log_std_min must be a finite number or None, got {log_std_min!r}")
         self.encoder, self.decoder, self.prior = encoder, decoder, prior
         self._default_prior = prior is None  # then N(0, I), sized (and typed) by the encoder
         self.likelihood, self.posterior, self.log_std_min = likelihood, posterior, log_std_min
@@ -103,7 +105,9 @@ class VAE(Module):
     def decode(self, z, x_shape=None):
         """p(x|z) for z of shape (..., l); px.mean has shape (..., *x_shape)."""
         z = as_tensor(z)
-        x_shape = tuple(x_shape) if x_shape is not None else self.x_shape
+        if x_shape is not None:
+            x_shape = tuple(as_int(n, "VAE.decode", f"each size in x_shape {x_shape}", 1) for n in x_shape)
+        x_shape = x_shape if x_shape is not None else self.x_shape
         if x_shape is None:
             raise ValueError("VAE.decode: the data shape is not known yet; call the VAE on data first or pass x_shape=")
         D = math.prod(x_shape)
@@ -197,5 +201,5 @@ def _refuse_integers(x, who: str):
 
 
 def _check_count(who: str, what: str, n) -> None:
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+    if not is_int(n) or n < 1:  # (NumPy's integers too)
         raise ValueError(f"{who}: {what} must be a positive integer, got {n!r}")

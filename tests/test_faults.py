@@ -792,3 +792,131 @@ def test_a_zip_that_is_not_numpy_names_the_file(tmp_path):
     model = dense_model()
     message = raises(lambda: model.load_weights(path), ValueError, str(path))
     assert re.search("no weight|cannot read", message)
+
+
+# --- the same classes, found elsewhere ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "call, kind, fragments",
+    [
+        (
+            lambda: nn.conv.conv2d(f64(np.ones((3, 3, 1))), f64(np.ones((2, 2, 1, 1)))),
+            ValueError,
+            ["conv2d: expected 4-d x", "(3, 3, 1)"],
+        ),
+        (
+            lambda: nn.conv.conv2d(
+                f64(np.ones((1, 3, 3, 1))), f64(np.ones((2, 2, 1, 1))), strides=2
+            ),
+            ValueError,
+            ["conv2d: strides must be a pair of positive ints, got 2"],
+        ),
+        (
+            lambda: nn.conv.conv2d_transpose(
+                f64(np.ones((1, 3, 3, 1))), f64(np.ones((2, 2, 1, 1))), padding="full"
+            ),
+            ValueError,
+            ["conv2d_transpose: padding", "'full'"],
+        ),
+        (
+            lambda: nn.conv.max_pool2d(f64(np.ones((1, 4, 4, 1))), 2),
+            ValueError,
+            ["max_pool2d: pool_size must be a pair of positive ints, got 2"],
+        ),
+        (
+            lambda: nn.conv.upsampling2d(f64(np.ones((4, 4, 1))), (2, 2)),
+            ValueError,
+            ["upsampling2d: expected 4-d x"],
+        ),
+        (lambda: f64([1.0, 2.0])[0.5:], TypeError, ["Tensor[...]: only basic indexing", "0.5"]),
+        (lambda: f64([1.0, 2.0])[True], TypeError, ["Tensor[...]: only basic indexing", "True"]),
+        (
+            lambda: f64([1.0, 2.0]) ** float("nan"),
+            ValueError,
+            ["power: the exponent must be finite, got nan"],
+        ),
+        (lambda: f64([1.0, 2.0]).reshape(2.0, 1), TypeError, ["reshape:", "got 2.0"]),
+        (
+            lambda: gradcheck(lambda x: x.sum(), [np.ones(2)], eps=0.0),
+            ValueError,
+            ["gradcheck: eps must be a finite number > 0, got 0.0"],
+        ),
+        (
+            lambda: gradcheck(lambda x: x.sum(), [np.ones(2)], atol=float("nan")),
+            ValueError,
+            ["gradcheck: atol must be a finite number >= 0, got nan"],
+        ),
+        (
+            lambda: mv.VAE(nn.Dense(2), nn.Dense(2), log_std_min=float("nan")),
+            ValueError,
+            ["VAE: log_std_min must be a finite number or None, got nan"],
+        ),
+        (
+            lambda: Normal(Tensor([0.0]), Tensor([1.0]), event_ndim=1.5),
+            TypeError,
+            ["Normal: event_ndim must be an integer >= 0, got 1.5"],
+        ),
+        (
+            lambda: Bernoulli(Tensor([0.0]), event_ndim=True),
+            TypeError,
+            ["Bernoulli: event_ndim", "True"],
+        ),
+        (
+            lambda: tiny_vae().decode(Tensor(np.zeros((1, 2))), x_shape=(6.5,)),
+            TypeError,
+            ["VAE.decode:", "6.5"],
+        ),
+        (
+            lambda: mv.estimators.score_function_grad(
+                lambda z: z.sum(axis=-1),
+                lambda: Normal(Tensor([0.0]), Tensor([1.0])),
+                [],
+                samples=2,
+                baseline=float("nan"),
+            ),
+            TypeError,
+            ["score_function_grad: baseline", "nan"],
+        ),
+        (
+            lambda: to_device([[1.0, 2.0]]),
+            TypeError,
+            ["to_device: expected a host NumPy array, got list"],
+        ),
+    ],
+    ids=[
+        "conv2d 3-d",
+        "conv2d strides 2",
+        "deconv padding",
+        "max_pool2d pool 2",
+        "upsampling 3-d",
+        "slice 0.5",
+        "index True",
+        "power nan",
+        "reshape 2.0",
+        "gradcheck eps 0",
+        "gradcheck atol nan",
+        "VAE log_std_min nan",
+        "Normal event_ndim 1.5",
+        "Bernoulli event_ndim True",
+        "decode x_shape 6.5",
+        "baseline nan",
+        "to_device list",
+    ],
+)
+def test_the_same_classes_elsewhere(call, kind, fragments):
+    raises(call, kind, *fragments)
+
+
+def test_numpy_integers_are_accepted_as_sample_counts():
+    vae = tiny_vae(likelihood="gaussian")
+    x = Tensor(np.full((2, 6), 0.5))
+    assert np.isfinite(vae.elbo(x, samples=np.int64(2))["loss"].item())
+    assert vae.sample(np.int64(3)).shape == (3, 6)
+
+
+def test_a_failed_first_call_does_not_fix_a_layers_dtype():
+    layer = nn.Dense(2)
+    with pytest.raises(ValueError):
+        layer(f64(1.0))  # 0-d: refused before any weight is made
+    assert layer(Tensor(np.ones((1, 3)), dtype="float32")).dtype == mv.backend.dtype("float32")

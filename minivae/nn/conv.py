@@ -32,6 +32,7 @@ def conv2d(x: Tensor, kernel: Tensor, bias: Tensor | None = None, strides=(1, 1)
     """
     xp = backend.xp()
     kernel, bias = _same_kind(x, kernel, bias, "conv2d")
+    _check_op_args("conv2d", x, kernel, strides, padding)
     n, h, w, c = x.shape
     kh, kw, _, f = kernel.shape
     (sh, sw) = strides
@@ -71,6 +72,7 @@ def conv2d_transpose(x: Tensor, kernel: Tensor, bias: Tensor | None = None, stri
     """
     xp = backend.xp()
     kernel, bias = _same_kind(x, kernel, bias, "conv2d_transpose")
+    _check_op_args("conv2d_transpose", x, kernel, strides, padding)
     n, h, w, c = x.shape
     kh, kw, f, _ = kernel.shape
     (sh, sw) = strides
@@ -101,6 +103,18 @@ def _same_kind(x: Tensor, kernel, bias, op: str):
     """The kernel and bias on x's backend and in x's dtype, else an error (as every op refuses
     a mix: a float32 model fed float64 would otherwise come out, and train, in float64)."""
     return lift(kernel, x, op), (None if bias is None else lift(bias, x, op))
+
+
+def _check_op_args(op: str, x: Tensor, kernel, pair, padding, what: str = "strides") -> None:
+    """What the layers check, for a caller of the op itself: ranks, a size pair, a padding."""
+    if x.ndim != 4 or (kernel is not None and kernel.ndim != 4):
+        shapes = f"x {x.shape}" + (f" and kernel {kernel.shape}" if kernel is not None else "")
+        raise ValueError(f"{op}: expected 4-d x (N, H, W, C) and a 4-d kernel, got {shapes}")
+    if not (isinstance(pair, (tuple, list)) and len(pair) == 2
+            and all(is_int(s) and s >= 1 for s in pair)):
+        raise ValueError(f"{op}: {what} must be a pair of positive ints, got {pair!r}")
+    if padding not in PADDINGS:
+        raise ValueError(f"{op}: padding must be one of {PADDINGS}, got {padding!r}")
 
 
 def _sum_rows(g2):
@@ -176,6 +190,8 @@ def max_pool2d(x: Tensor, pool_size=(2, 2), strides=None, padding="valid") -> Te
     """
     xp = backend.xp()
     strides = strides or pool_size
+    _check_op_args("max_pool2d", x, None, pool_size, padding, "pool_size")
+    _check_op_args("max_pool2d", x, None, strides, padding)
     n, h, w, c = x.shape
     (ph, pw), (sh, sw) = pool_size, strides
     oh, ow = conv_output_length(h, ph, sh, padding), conv_output_length(w, pw, sw, padding)
@@ -226,6 +242,7 @@ def upsampling2d(x: Tensor, size=(2, 2)) -> Tensor:
     offset in the block is one strided slice, as in im2col.
     """
     xp = backend.xp()
+    _check_op_args("upsampling2d", x, None, size, "valid", "size")
     n, h, w, c = x.shape
     sh, sw = size
     blocks = xp.broadcast_to(xp.reshape(x.data, (n, h, 1, w, 1, c)), (n, h, sh, w, sw, c))

@@ -61,12 +61,12 @@ class Layer(Module):
 
     def __call__(self, x, *args, **kwargs):
         dtype = str(getattr(x, "dtype", None)).split(".")[-1]  # 'float32' on every backend
-        if self.input_dtype is None:
-            self.input_dtype = dtype
-        elif dtype != self.input_dtype:
+        if self.input_dtype is not None and dtype != self.input_dtype:
             raise TypeError(f"{self.name}: built for {self.input_dtype} input, got {dtype}; convert "
                             f"the input explicitly, e.g. Tensor(x, dtype=\"{self.input_dtype}\")")
-        return super().__call__(x, *args, **kwargs)
+        out = super().__call__(x, *args, **kwargs)
+        self.input_dtype = dtype  # (only after a call that worked: a failed first call fixes nothing)
+        return out
 
     @property
     def name(self) -> str:
