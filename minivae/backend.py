@@ -269,3 +269,14 @@ def is_array(x) -> bool:
     'numpy'; NumPy scalars and arrays of another device are not)."""
     b = _current
     return isinstance(x, b.array_type) and (b.device is None or x.device == b.device)
+
+
+def check_finite_array(a, what: str) -> None:
+    """Refuse a host array that is not real numbers, or holds NaN or inf."""
+    a = np.asarray(a)
+    if a.dtype.kind not in "biuf":
+        raise ValueError(f"{what} has dtype {a.dtype}, expected real numbers")
+    bad = int(np.count_nonzero(~np.isfinite(a)))
+    if bad:
+        raise ValueError(f"{what} holds {bad} NaN or infinite values of {a.size} "
+                         "(saved from a run that blew up?); refusing to load it")

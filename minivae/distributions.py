@@ -25,7 +25,7 @@ import math
 from . import backend
 from . import functional as F
 from .linalg import diagonal, fill_tril, lower_mask, tril_solve
-from .tensor import Tensor, as_tensor, broadcast_shapes, lift, no_grad
+from .tensor import Tensor, as_int, as_tensor, broadcast_shapes, is_int, lift, no_grad
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -44,12 +44,19 @@ class Distribution:
 
     def _set_shape(self, shape: tuple, event_ndim: int, what: str) -> None:
         """The distribution's shape, its last `event_ndim` axes the event (checked)."""
+        event_ndim = as_int(event_ndim, type(self).__name__, "event_ndim", 0)
         if not 0 <= event_ndim <= len(shape):
             raise ValueError(
                 f"{type(self).__name__}: event_ndim={event_ndim} but {what} have only "
                 f"{len(shape)} axes {shape}"
             )
         self.shape, self.event_ndim = shape, event_ndim
+
+    def _sample_shape(self, sample_shape) -> tuple:
+        """sample(2) means sample((2,)), as in NumPy; sizes are integers >= 0."""
+        shape = (sample_shape,) if not isinstance(sample_shape, (tuple, list)) else sample_shape
+        who, what = f"{type(self).__name__}.sample", f"sample_shape {sample_shape!r}"
+        return tuple(as_int(n, who, what, 0) for n in shape)
 
     def _sum_event(self, t: Tensor) -> Tensor:
         return t.sum(axis=tuple(range(-self.event_ndim, 0))) if self.event_ndim else t
@@ -68,7 +75,8 @@ class Distribution:
 
     def _noise(self, sample_shape, eps) -> Tensor:
         """eps ~ N(0, I) of shape sample_shape + self.shape, or the given eps after a shape check."""
-        shape = tuple(sample_shape) + self.shape
+        sample_shape = self._sample_shape(sample_shape)
+        shape = sample_shape + self.shape
         if eps is None:
             return Tensor(backend.normal(shape, self._ref.dtype))
         eps = lift(eps, self._ref, f"{type(self).__name__}.rsample")
@@ -80,7 +88,7 @@ class Distribution:
 
 def check_count(who: str, what: str, n) -> None:
     """Refuse anything but a positive int as a count (samples, chunk sizes, draws)."""
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+    if not is_int(n) or n < 1:  # (NumPy's integers too, never a bool)
         raise ValueError(f"{who}: {what} must be a positive integer, got {n!r}")
 
 
@@ -108,7 +116,7 @@ class Normal(Distribution):
         """log_std: log(scale), when the caller has it already (then it is not recomputed,
         and scale = exp(log_std) is positive by construction: pass validate=False)."""
         loc = as_tensor(loc)
-        scale = lift(scale, loc, "Normal")
+        scale = lift(scale, loc, "Normal")  # (refuses a scale of another dtype)
         if validate:
             _check_positive("Normal", "scale", scale)
         self.loc, self.scale = loc, scale
@@ -156,7 +164,8 @@ class StandardNormal(Normal):
     """The prior p(z) = N(0, I) over a latent space of `dim` dimensions."""
 
     def __init__(self, dim: int, dtype="float32"):
-        zeros = Tensor(backend.full((int(dim),), 0.0, backend.dtype(dtype)))
+        dim = as_int(dim, "StandardNormal", "dim", 1)
+        zeros = Tensor(backend.full((dim,), 0.0, backend.dtype(dtype)))
         super().__init__(zeros, zeros + 1.0, event_ndim=1, validate=False, log_std=zeros)
 
 
@@ -259,9 +268,16 @@ class MultivariateNormalTriL(Distribution):
 class Bernoulli(Distribution):
     """Independent Bernoulli(p) with p = sigmoid(logits), the usual likelihood for
     MNIST-like images (the lecture notes it is "incorrect" for grey pixels, but
-    common; log_prob accepts x anywhere in [0, 1])."""
+    common; log_prob accepts x anywhere in [0, 1]).
 
-    def __init__(self, logits, event_ndim: int = 1):
+    validate=True: log_prob refuses x outside [0, 1] (0..255 pixels give impossible
+    positive log-probabilities). The check reads one boolean back from the device per
+    call (on a GPU a wait for the queued work); pass validate=False to skip it once the
+    data are known to lie in [0, 1].
+    """
+
+    def __init__(self, logits, event_ndim: int = 1, validate: bool = True):
+        self.validate = validate
         self.logits = self._ref = as_tensor(logits)
         self._set_shape(self.logits.shape, event_ndim, "logits")
 
@@ -273,6 +289,8 @@ class Bernoulli(Distribution):
         # x log p + (1 - x) log(1 - p) with log p = log_sigmoid(a), log(1 - p) = log_sigmoid(-a):
         # never forms p, so logits of +-1000 give 0 and -1000, not log(0) = -inf or NaN
         x = self._check_value(x, "log_prob")
+        if self.validate:
+            _check_unit_interval(x)
         return self._sum_event(x * F.log_sigmoid(self.logits) + (1 - x) * F.log_sigmoid(-self.logits))
 
     def sample(self, sample_shape=()) -> Tensor:
@@ -281,7 +299,7 @@ class Bernoulli(Distribution):
         dtype = self.logits.dtype
         with no_grad():
             p = self.mean.data
-        u = backend.uniform(tuple(sample_shape) + self.shape, dtype)
+        u = backend.uniform(self._sample_shape(sample_shape) + self.shape, dtype)
         return Tensor(xp.astype(u < p, dtype))
 
     def rsample(self, sample_shape=(), eps=None):
@@ -295,6 +313,17 @@ class Bernoulli(Distribution):
         # -[p log p + (1 - p) log(1 - p)], in the stable log_sigmoid form
         p = self.mean
         return self._sum_event(-(p * F.log_sigmoid(self.logits) + (1 - p) * F.log_sigmoid(-self.logits)))
+
+
+def _check_unit_interval(x: Tensor) -> None:
+    """Refuse Bernoulli data outside [0, 1] (NaN too): one read from the device."""
+    xp = backend.xp()
+    if not bool(xp.all((x.data >= 0) & (x.data <= 1))):
+        low, high = float(xp.min(x.data)), float(xp.max(x.data))
+        hint = (" (0..255 pixels? divide by 255, or feed uint8 arrays through fit()/to_device)"
+                if high > 1 else "")
+        raise ValueError(f"Bernoulli.log_prob: x must lie in [0, 1], got values from {low:g} "
+                         f"to {high:g}{hint}")
 
 
 # --- KL divergence in closed form ----------------------------------------------------

@@ -35,6 +35,8 @@ score_function_grad evaluates f without a graph (it needs only f's values).
 """
 from __future__ import annotations
 
+import numbers
+
 from . import backend
 from .distributions import check_count
 from .tensor import Tensor, no_grad
@@ -67,8 +69,9 @@ def score_function_grad(f, q_fn, params, samples: int = 1, baseline=None):
         others = values.sum(axis=0, keepdims=True) - values
         values = values - others / (samples - 1)
     elif baseline is not None:
-        if not isinstance(baseline, (int, float)):
-            raise TypeError(f"score_function_grad: baseline must be None, a number or 'mean', got {baseline!r}")
+        if not isinstance(baseline, numbers.Real) or isinstance(baseline, bool) or baseline != baseline:
+            raise TypeError(f"score_function_grad: baseline must be None, a number or 'mean', "
+                            f"got {baseline!r}")
         values = values - baseline
     surrogate = (Tensor(values.data) * q.log_prob(z)).sum() / samples  # its gradient is the estimate
     return _gradients(surrogate, params)

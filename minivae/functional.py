@@ -9,8 +9,20 @@ says why (sigmoid, softplus, log_sigmoid, logsumexp).
 """
 from __future__ import annotations
 
+import numbers
+
 from . import backend
-from .tensor import Tensor, as_tensor, broadcast_shapes, lift, normalize_axes, record, unbroadcast
+from .tensor import (
+    Tensor,
+    as_int,
+    as_tensor,
+    broadcast_shapes,
+    is_int,
+    lift,
+    normalize_axes,
+    record,
+    unbroadcast,
+)
 
 
 def _xp():
@@ -133,7 +145,11 @@ def logsumexp(x, axis=-1, keepdims=False):
     x = as_tensor(x)
     xp = _xp()
     axes = normalize_axes(axis, x.ndim, "logsumexp")
-    m = xp.max(x.data, axis=axes, keepdims=True)
+    if any(x.shape[a] == 0 for a in axes):  # an empty sum is 0 and log 0 = -inf (as in torch)
+        kept_shape = tuple(1 if i in axes else n for i, n in enumerate(x.shape))
+        m = backend.full(kept_shape, -float("inf"), x.dtype)
+    else:
+        m = xp.max(x.data, axis=axes, keepdims=True)
     m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))  # an all -inf row stays -inf, not NaN
     shifted = xp.exp(x.data - m)
     total = xp.sum(shifted, axis=axes, keepdims=True)
@@ -161,6 +177,7 @@ def maximum(a, b):
 def clip(x, low=None, high=None):
     """Clamp to [low, high]; the gradient passes only where x was inside (boundaries included)."""
     x = as_tensor(x)
+    _check_bounds(low, high)
     xp = _xp()
     inside = xp.ones_like(x.data, dtype=xp.bool)
     if low is not None:
@@ -175,11 +192,24 @@ def clip(x, low=None, high=None):
     return record(out, (x,), backward, "clip")
 
 
+def _check_bounds(low, high):
+    """clip's bounds: numbers, not NaN, low <= high (NumPy would return `high` everywhere)."""
+    for name, v in (("low", low), ("high", high)):
+        if v is not None and (not isinstance(v, numbers.Real) or v != v):
+            raise ValueError(f"clip: {name} must be a number or None, got {v!r}")
+    if low is not None and high is not None and low > high:
+        raise ValueError(f"clip: low {low} is above high {high}")
+
+
 def where(condition, a, b):
     """`a` where `condition` holds, else `b`; `condition` is a boolean array (no gradient)."""
     a = as_tensor(a)
     b = lift(b, a, "where")
     condition = condition.data if isinstance(condition, Tensor) else condition
+    dtype = getattr(condition, "dtype", None)
+    if str(dtype).split(".")[-1] != "bool":  # NumPy would take any truthy value
+        raise TypeError(f"where: condition must be a boolean array (e.g. x > 0), got "
+                        f"{type(condition).__name__} of dtype {dtype}")
     broadcast_shapes(broadcast_shapes(a.shape, b.shape, "where"), tuple(condition.shape), "where")
     xp = _xp()
 
@@ -195,15 +225,22 @@ def where(condition, a, b):
 
 def _same_backend(tensors, op):
     """The inputs as Tensors, refusing a mix of backends (checked against the first)."""
+    if not isinstance(tensors, (list, tuple)) or not tensors:
+        raise ValueError(f"{op}: expected a non-empty list of tensors, got {tensors!r}")
     first = as_tensor(tensors[0])
     return [first] + [lift(t, first, op) for t in tensors[1:]]
+
+
+def _axis(axis, ndim: int, op: str) -> int:
+    """One axis in range(ndim) (negatives count from the end), or an error naming the op."""
+    return normalize_axes(as_int(axis, op, "axis"), ndim, op)[0]
 
 
 def concatenate(tensors, axis=0):
     """Join along an existing axis; backward hands each input its slice of g."""
     tensors = _same_backend(tensors, "concatenate")
     xp = _xp()
-    axis = axis % tensors[0].ndim
+    axis = _axis(axis, tensors[0].ndim, "concatenate")
     for t in tensors[1:]:
         if t.ndim != tensors[0].ndim or any(
             n != m for i, (n, m) in enumerate(zip(t.shape, tensors[0].shape)) if i != axis
@@ -228,7 +265,7 @@ def stack(tensors, axis=0):
     if len({t.shape for t in tensors}) != 1:
         raise ValueError(f"stack: all shapes must be equal, got {[t.shape for t in tensors]}")
     xp = _xp()
-    axis = axis % (tensors[0].ndim + 1)
+    axis = _axis(axis, tensors[0].ndim + 1, "stack")
 
     def backward(g):
         lead = (slice(None),) * axis
@@ -243,14 +280,15 @@ def split(x, sections, axis=-1):
     Built from slicing, so its backward is the slicing backward.
     """
     x = as_tensor(x)
-    axis = axis % x.ndim
+    axis = _axis(axis, x.ndim, "split")
     n = x.shape[axis]
-    if isinstance(sections, int):
-        if sections < 1 or n % sections:
+    if not isinstance(sections, (list, tuple)):
+        sections = as_int(sections, "split", "sections (a number of parts or a list of sizes)", 1)
+        if n % sections:
             raise ValueError(f"split: axis {axis} of shape {x.shape} does not split into {sections} equal parts")
         sizes = [n // sections] * sections
     else:
-        sizes = list(sections)
+        sizes = [as_int(size, "split", f"each size in {list(sections)}", 0) for size in sections]
         if sum(sizes) != n:
             raise ValueError(f"split: sizes {sizes} do not add up to {n}, axis {axis} of shape {x.shape}")
     lead, start, parts = (slice(None),) * axis, 0, []
@@ -263,7 +301,7 @@ def split(x, sections, axis=-1):
 def unstack(x, axis=0):
     """The slices along `axis`, that axis removed (the inverse of stack)."""
     x = as_tensor(x)
-    axis = axis % x.ndim
+    axis = _axis(axis, x.ndim, "unstack")
     lead = (slice(None),) * axis
     return [x[lead + (i, ...)] for i in range(x.shape[axis])]
 
@@ -275,7 +313,8 @@ def pad(x, pad_width, value=0.0):
     middle; backward reads the middle back out.
     """
     x = as_tensor(x)
-    if len(pad_width) != x.ndim or any(lo < 0 or hi < 0 for lo, hi in pad_width):
+    if len(pad_width) != x.ndim or any(not (is_int(lo) and is_int(hi) and lo >= 0 and hi >= 0)
+                                        for lo, hi in pad_width):
         raise ValueError(f"pad: need {x.ndim} non-negative (before, after) pairs for shape {x.shape}, got {pad_width}")
     shape = tuple(n + lo + hi for n, (lo, hi) in zip(x.shape, pad_width))
     middle = tuple(slice(lo, lo + n) for n, (lo, _) in zip(x.shape, pad_width))

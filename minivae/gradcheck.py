@@ -11,6 +11,8 @@ one backward pass checks the whole Jacobian-vector product.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import backend
@@ -31,11 +33,13 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0) -> bool:
     raises GradcheckError naming the input, the worst coordinate or direction,
     and the analytic and numeric values.
     """
+    _check_tolerances(eps, atol, rtol)
     xs = [_float64_leaf(x, i) for i, x in enumerate(inputs)]
     rng = np.random.default_rng(seed)
     xp = backend.xp()
 
     out = fn(*xs)
+    _check_finite("the function's value", backend.to_numpy(out.data))
     # the fixed random projection that turns any output into a scalar
     r = backend.asarray(rng.standard_normal(out.shape)) if out.shape else None
 
@@ -50,6 +54,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0) -> bool:
     for i, x in enumerate(xs):
         analytic = backend.to_numpy(x.grad) if x.grad is not None else np.zeros(x.shape)
         base = backend.to_numpy(x.data)
+        _check_finite(f"the analytic gradient of input {i} (shape {x.shape})", analytic)
 
         def along(v, i=i, x=x) -> float:  # the central difference along direction v (host array)
             step = backend.asarray(eps * v)
@@ -70,6 +75,10 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0) -> bool:
         worst = None
         for where, v, a in checks:
             n = along(v)
+            if not np.isfinite(n):  # NaN would fail every comparison below, and so pass
+                raise GradcheckError(
+                    f"gradcheck: input {i} (shape {x.shape}), at {where}: the numeric derivative is "
+                    f"{n} (the function is not finite within eps {eps} of the point)")
             excess = abs(a - n) - (atol + rtol * abs(n))
             if excess > 0 and (worst is None or excess > worst[0]):
                 worst = (excess, where, a, n)
@@ -80,6 +89,24 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0) -> bool:
                 f"numeric {n:.8g} (|diff| {abs(a - n):.3g} > atol {atol} + rtol {rtol} * |numeric|)"
             )
     return True
+
+
+def _check_tolerances(eps, atol, rtol) -> None:
+    """eps > 0, atol and rtol >= 0, all finite: a NaN tolerance would pass every comparison."""
+    for name, value, zero_ok in (("eps", eps, False), ("atol", atol, True), ("rtol", rtol, True)):
+        ok = isinstance(value, (int, float)) and math.isfinite(value)
+        if not (ok and (value >= 0 if zero_ok else value > 0)):
+            bound = ">= 0" if zero_ok else "> 0"
+            raise ValueError(f"gradcheck: {name} must be a finite number {bound}, got {value!r}")
+
+
+def _check_finite(what: str, values: np.ndarray) -> None:
+    """NaN and inf fail every comparison, so a check that only compares would pass them."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        first = tuple(int(k) for k in np.argwhere(bad)[0])
+        raise GradcheckError(f"gradcheck: {what} is not finite: {values[first]} at coordinate "
+                             f"{first} ({int(bad.sum())} of {values.size} entries)")
 
 
 def _float64_leaf(x, i) -> Tensor:

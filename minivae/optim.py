@@ -7,9 +7,13 @@ state through a checkpoint so training resumes exactly.
 """
 from __future__ import annotations
 
+import math
+import numbers
+
 import numpy as np
 
 from . import backend
+from .backend import check_finite_array
 
 
 class Optimizer:
@@ -24,7 +28,7 @@ class Optimizer:
                 "layers create their weights on the first call; model.build(input_shape) "
                 "makes that call on zeros, so the optimiser can be created right after it"
             )
-        self.lr = lr
+        self.lr = _hyper(self, "lr", lr, 0.0, math.inf)
         self.t = 0  # steps taken
 
     def zero_grad(self) -> None:
@@ -66,6 +70,14 @@ class Optimizer:
     def load_state_dict(self, state) -> None:
         """Restore what state_dict() returned. Everything is checked before anything is
         written, so a mismatch (another optimiser, another model) leaves this one as it was."""
+        self.check_state_dict(state)
+        for key, arrays, i in self._slots():
+            arrays[i] = backend.asarray(np.array(state[key]), dtype=arrays[i].dtype)
+        self.t = int(state["t"])
+
+    def check_state_dict(self, state) -> None:
+        """Refuse a state load_state_dict could not load whole: other entries or shapes, a
+        step count that is not a whole number >= 0, NaN or inf in a moment."""
         name = type(self).__name__
         slots = list(self._slots())
         expected = {"t"} | {key for key, _, _ in slots}
@@ -81,9 +93,11 @@ class Optimizer:
                     f"{name}.load_state_dict: state {key} has shape {tuple(state[key].shape)}, "
                     f"the parameter it belongs to has {tuple(arrays[i].shape)}"
                 )
-        for key, arrays, i in slots:
-            arrays[i] = backend.asarray(np.array(state[key]), dtype=arrays[i].dtype)
-        self.t = int(state["t"])
+            check_finite_array(state[key], f"{name}.load_state_dict: state {key}")
+        t = np.asarray(state["t"])
+        if t.shape != () or t.dtype.kind not in "iuf" or not np.isfinite(t) or t < 0 or t != int(t):
+            raise ValueError(f"{name}.load_state_dict: step count t must be a whole number >= 0, "
+                             f"got {t!r}")
 
 
 class SGD(Optimizer):
@@ -91,7 +105,7 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr: float = 0.01, momentum: float = 0.0):
         super().__init__(params, lr)
-        self.momentum = momentum
+        self.momentum = _hyper(self, "momentum", momentum, 0.0, 1.0, high_open=True)
         self.velocity = [backend.xp().zeros_like(p.data) for p in self.params]
 
     def _update(self, i, p, g):
@@ -118,7 +132,9 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-7):
         super().__init__(params, lr)
-        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.beta1 = _hyper(self, "beta1", beta1, 0.0, 1.0, high_open=True)
+        self.beta2 = _hyper(self, "beta2", beta2, 0.0, 1.0, high_open=True)
+        self.eps = _hyper(self, "eps", eps, 0.0, math.inf)
         xp = backend.xp()
         self.m = [xp.zeros_like(p.data) for p in self.params]
         self.v = [xp.zeros_like(p.data) for p in self.params]
@@ -133,3 +149,16 @@ class Adam(Optimizer):
 
     def _state(self):
         return {"m": self.m, "v": self.v}
+
+
+def _hyper(optimizer, name: str, value, low: float, high: float, high_open: bool = False) -> float:
+    """A hyperparameter as a float in [low, high] (or [low, high)): NaN fails every
+    comparison, so `lr <= 0` alone would let it through."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and low <= value and (value < high if high_open else value <= high)
+    if not ok:
+        close = ")" if high_open else "]"
+        interval = f"[{low:g}, {high:g}{close}" if math.isfinite(high) else f"[{low:g}, inf)"
+        raise ValueError(f"{type(optimizer).__name__}: {name} must be a finite number in {interval}, "
+                         f"got {value!r}")
+    return float(value)

@@ -24,6 +24,7 @@ Every op below is written the same way: compute the output array, define
 from __future__ import annotations
 
 import contextlib
+import math
 import numbers
 
 import numpy as np
@@ -59,6 +60,9 @@ class Tensor:
     __array_ufunc__ = None
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
+        """`data`: a number, a (nested) list, or an array of any backend. Values are never
+        rescaled: uint8 pixels 0..255 become float32 0.0..255.0 (``train.to_device``, which
+        fit() and evaluate() use, is the one place that maps uint8 images to [0, 1])."""
         data = _float_array(data.data if isinstance(data, Tensor) else data, dtype)
         self._set(data, bool(requires_grad), (), None, "leaf", backend.get_backend().name)
 
@@ -89,6 +93,16 @@ class Tensor:
         (On the numpy backend it is the tensor's own array, not a copy.)"""
         return backend.to_numpy(self.data)
 
+    def item(self) -> float:
+        """The value of a one-element tensor as a Python float: one device-to-host read
+        (on a GPU it waits for everything queued before it). ``float(t)`` does the same."""
+        if self.size != 1:
+            raise ValueError(f"item(): a tensor of shape {self.shape} has {self.size} elements, "
+                             "not one; index or reduce it first, or use .numpy()")
+        return float(backend.to_numpy(self.data).reshape(-1)[0])
+
+    __float__ = item
+
     def detach(self) -> Tensor:
         """The same data, cut off from the graph."""
         return Tensor(self.data)
@@ -112,7 +126,7 @@ class Tensor:
             if node.grad_fn is None:  # a leaf: keep (accumulate) its gradient
                 node.grad = g if node.grad is None else node.grad + g
                 continue
-            for parent, pg in zip(node.parents, node.grad_fn(g)):
+            for parent, pg in zip(node.parents, _one_per_parent(node, node.grad_fn(g))):
                 if pg is not None and parent.requires_grad:
                     key = id(parent)
                     grads[key] = grads[key] + pg if key in grads else pg
@@ -258,10 +272,14 @@ class Tensor:
 
     def mean(self, axis=None, keepdims=False):
         count = int(np.prod([self.shape[i] for i in normalize_axes(axis, self.ndim, "mean")]))
+        if count == 0:  # 0 / 0: an empty batch would give a NaN loss
+            raise ValueError(f"mean: over no elements (axis {axis} of shape {self.shape}); "
+                             "an empty batch?")
         return self.sum(axis, keepdims) / count
 
     def reshape(self, *shape):
         shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        shape = tuple(as_int(n, "reshape", f"size in {shape}", -1) for n in shape)
         xp = backend.xp()
         try:
             out = xp.reshape(self.data, shape)
@@ -315,6 +333,24 @@ class Tensor:
 # --- helpers shared by every op ----------------------------------------------
 
 
+def _one_per_parent(node: Tensor, grads) -> tuple:
+    """A backward's answer, refused unless it is one gradient (or None) per parent, shaped and
+    typed like it: a wrong shape would broadcast silently into the sums, a float64 gradient
+    would turn a float32 weight into float64 at the next optimiser step."""
+    if not isinstance(grads, (tuple, list)) or len(grads) != len(node.parents):
+        is_seq = isinstance(grads, (tuple, list))
+        got = f"{len(grads)} gradients" if is_seq else type(grads).__name__
+        raise TypeError(f"backward of {node.op!r}: must return a tuple of one gradient (or None) "
+                        f"per parent ({len(node.parents)}), got {got}")
+    for i, (p, g) in enumerate(zip(node.parents, grads)):
+        if g is not None and (tuple(g.shape) != p.shape or g.dtype != p.dtype):
+            raise ValueError(f"backward of {node.op!r}: the gradient for parent {i} has shape "
+                             f"{tuple(g.shape)} and dtype {_dtype_text(g.dtype)}; the parent has "
+                             f"{p.shape} and {_dtype_text(p.dtype)}")
+    return grads
+
+
+
 def record(data, parents, backward, name: str) -> Tensor:
     """The Tensor holding an op's output `data`, remembering how it was computed.
 
@@ -345,14 +381,18 @@ def lift(x, like: Tensor, op: str) -> Tensor:
     if isinstance(x, numbers.Real):  # a Python or NumPy number takes the tensor's dtype
         return Tensor(backend.full((), float(x), like.dtype))
     if backend.is_array(x):
+        if backend.float_name(x.dtype) is None:  # say what it is, not the float32 it would become
+            raise TypeError(f"{op}: mixing {backend.float_name(like.dtype)} and an array of "
+                            f"{_dtype_text(x.dtype)}; convert it explicitly, "
+                            f"e.g. Tensor(x, dtype=\"{backend.float_name(like.dtype)}\")")
         x = Tensor(x)
     if isinstance(x, Tensor):
         if x._backend != like._backend:
             raise TypeError(f"{op}: mixing tensors from backends {like._backend!r} and {x._backend!r}")
         if x.dtype != like.dtype:  # promotion would silently turn a float32 model into float64
-            mixed = f"{backend.float_name(like.dtype)} and {backend.float_name(x.dtype)}"
-            raise TypeError(f"{op}: mixing {mixed}; "
-                            "convert one explicitly, e.g. Tensor(x, dtype=\"float32\")")
+            want = backend.float_name(like.dtype)
+            raise TypeError(f"{op}: mixing {want} and {backend.float_name(x.dtype)}; "
+                            f'convert one explicitly, e.g. Tensor(x, dtype="{want}")')
         return x
     raise TypeError(
         f"{op}: cannot combine a Tensor on backend {like._backend!r} with {type(x).__module__}."
@@ -376,7 +416,10 @@ def _exponent(p) -> float:
         raise TypeError(
             "Tensor ** p: p must be a Python number; for a tensor exponent use exp(p * log(x))"
         )
-    return float(p)  # a NumPy scalar would not mix with a device array
+    p = float(p)  # a NumPy scalar would not mix with a device array
+    if not math.isfinite(p):
+        raise ValueError(f"power: the exponent must be finite, got {p}")
+    return p
 
 
 def _check_matmul(s1, s2) -> None:
@@ -401,7 +444,8 @@ def _matmul_vector(a: Tensor, b: Tensor) -> Tensor:
 def _basic_index(key, shape) -> tuple:
     """A Tensor[...] key as a tuple of ints and slices ending in ..., as the array API wants."""
     key = key if isinstance(key, tuple) else (key,)
-    if not all(k is Ellipsis or isinstance(k, (int, slice)) for k in key):
+    key = tuple(int(k) if is_int(k) else k for k in key)  # NumPy's integers too, never a bool
+    if not all(k is Ellipsis or is_int(k) or _int_slice(k) for k in key):
         raise TypeError(
             f"Tensor[...]: only basic indexing (ints, slices, ...) is supported, got {key!r}"
         )
@@ -438,10 +482,34 @@ def normalize_axes(axis, ndim, op: str) -> tuple:
     """`axis` (None, an int or a tuple, negatives allowed) as a tuple of axes in range(ndim)."""
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    axes = (axis,) if is_int(axis) else axis
+    if not isinstance(axes, (tuple, list)) or not all(is_int(a) for a in axes):
+        raise TypeError(f"{op}: axis must be None, an int or a tuple of ints, got {axis!r}")
     if any(not -ndim <= a < ndim for a in axes):
         raise ValueError(f"{op}: axis {axis} is out of range for a tensor with {ndim} axes")
-    return tuple(a % ndim for a in axes)
+    axes = tuple(int(a) % ndim for a in axes)
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"{op}: axis {axis} names an axis twice")
+    return axes
+
+
+def _int_slice(k) -> bool:
+    return isinstance(k, slice) and all(v is None or is_int(v) for v in (k.start, k.stop, k.step))
+
+
+def is_int(x) -> bool:
+    """An integer of Python or NumPy (np.int64 from a shape, say), but not a bool."""
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def as_int(value, op: str, what: str, minimum: int | None = None) -> int:
+    """`value` as a Python int (at least `minimum`), or an error naming the op: 2.9 is not
+    silently 2, True is not 1."""
+    if not is_int(value) or (minimum is not None and value < minimum):
+        expected = "an integer" if minimum is None else f"an integer >= {minimum}"
+        raise (TypeError if not is_int(value) else ValueError)(
+            f"{op}: {what} must be {expected}, got {value!r}")
+    return int(value)
 
 
 def _float_array(data, dtype):
@@ -457,5 +525,27 @@ def _float_array(data, dtype):
         raise TypeError(f"Tensor: dtype must be 'float32' or 'float64', got {dtype!r}")
     dtype = backend.dtype(backend.float_name(dtype))
     if not backend.is_array(data):
-        data = backend.asarray(backend.to_numpy(data) if hasattr(data, "dtype") else data, dtype=dtype)
+        data = backend.asarray(_real_host_array(data), dtype=dtype)
+    elif not _dtype_text(data.dtype).startswith(("float", "int", "uint", "bool")):  # not complex
+        raise TypeError(f"Tensor: expected real numbers, got an array of dtype {data.dtype}")
     return data if data.dtype == dtype else backend.xp().astype(data, dtype)
+
+
+def _real_host_array(data) -> np.ndarray:
+    """`data` on the host, refusing what has no real value: None (NumPy makes it NaN),
+    complex numbers (the imaginary part would be dropped), strings and objects."""
+    try:
+        host = backend.to_numpy(data) if hasattr(data, "dtype") else np.asarray(data)
+    except (TypeError, ValueError) as exc:  # ragged lists, say
+        raise TypeError(f"Tensor: cannot make an array of {type(data).__name__} data "
+                        f"({exc})") from None
+    if host.dtype.kind not in "biuf":
+        got = "None" if data is None else f"{type(data).__name__} of dtype {host.dtype}"
+        raise TypeError(f"Tensor: expected real numbers (a number, a list or an array), got {got}")
+    return host
+
+
+def _dtype_text(dtype) -> str:
+    """A dtype's short name on every backend ('int64', not 'array_api_strict.int64')."""
+    return str(dtype).split(".")[-1]
+

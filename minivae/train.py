@@ -28,16 +28,20 @@ import time
 import numpy as np
 
 from . import backend
-from .nn.module import save_npz
-from .tensor import Tensor, no_grad
+from .nn.module import read_npz, save_npz
+from .tensor import Tensor, as_int, no_grad
 
 
 def to_device(x: np.ndarray) -> Tensor:
     """A host batch as a Tensor on the device.
 
-    uint8 images cross as bytes and become float32 in [0, 1] on the device: moving
-    one byte per pixel is four times cheaper than moving a float32.
+    The one place where integer images are rescaled: uint8 pixels 0..255 cross as bytes
+    and become float32 in [0, 1] (x / 255) on the device (moving one byte per pixel is
+    four times cheaper than moving a float32). Every other dtype is converted as
+    ``Tensor(x)`` converts it, which never rescales. fit() and evaluate() use this.
     """
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"to_device: expected a host NumPy array, got {type(x).__name__}")
     data = backend.asarray(x)
     if x.dtype == np.uint8:
         data = backend.xp().astype(data, backend.dtype("float32")) / 255
@@ -47,9 +51,21 @@ def to_device(x: np.ndarray) -> Tensor:
 def train_step(loss_fn, optimizer, x: Tensor) -> dict:
     """One step of gradient descent on the batch `x`; returns loss_fn's dict."""
     optimizer.zero_grad()
-    parts = loss_fn(x)
+    parts = _loss_parts(loss_fn(x), "train_step")
     parts["loss"].backward()
     optimizer.step()
+    return parts
+
+
+def _loss_parts(parts, who: str) -> dict:
+    """loss_fn's answer, refused unless it is a dict of Tensors holding "loss"."""
+    tensors = isinstance(parts, dict) and all(isinstance(v, Tensor) for v in parts.values())
+    if not tensors or "loss" not in parts:
+        kinds = sorted({type(v).__name__ for v in parts.values()}) if isinstance(parts, dict) else []
+        got = (f"a dict with keys {sorted(parts)} and values {kinds}" if isinstance(parts, dict)
+               else type(parts).__name__)
+        raise ValueError(f"{who}: loss_fn must return a dict of scalar Tensors with key 'loss' "
+                         f"(e.g. {{'loss': loss}}), got {got}")
     return parts
 
 
@@ -86,7 +102,16 @@ class History:
 
     @classmethod
     def from_json(cls, text: str, best_weights=None) -> History:
-        return cls(**json.loads(text), best_weights=best_weights)
+        """The History to_json wrote; ValueError if a field is missing or the lengths disagree."""
+        data = json.loads(text)
+        fields = {"metrics", "seconds", "seed", "stopped"}
+        if not isinstance(data, dict) or set(data) != fields:
+            got = sorted(data) if isinstance(data, dict) else type(data).__name__
+            raise ValueError(f"History.from_json: expected the fields {sorted(fields)}, got {got}")
+        if any(len(values) != len(data["seconds"]) for values in data["metrics"].values()):
+            raise ValueError("History.from_json: the metrics and seconds hold different numbers "
+                             "of epochs")
+        return cls(**data, best_weights=best_weights)
 
     def to_csv(self) -> str:
         """One row per epoch: epoch (from 1), seconds, then every metric."""
@@ -111,7 +136,7 @@ class _Sums:
 
     def add(self, parts: dict, n: int, reduction: str = "mean") -> None:
         xp = backend.xp()
-        for name, value in parts.items():
+        for name, value in _loss_parts(parts, "fit").items():
             if value.ndim != 0:
                 raise ValueError(f"fit: loss_fn must return scalar Tensors; {name!r} has shape {value.shape}")
             weighted = xp.astype(value.data, xp.float64)
@@ -141,7 +166,7 @@ def _validation_sums(model, loss_fn, x: np.ndarray, batch_size: int, prefix: str
     sums = _Sums(prefix)
     with no_grad():
         for idx in _batches(np.arange(len(x)), batch_size):
-            sums.add(loss_fn(to_device(x[idx])), len(idx), reduction)
+            sums.add(_loss_parts(loss_fn(to_device(x[idx])), "evaluate"), len(idx), reduction)
     model.train(was_training)
     return sums
 
@@ -149,8 +174,10 @@ def _validation_sums(model, loss_fn, x: np.ndarray, batch_size: int, prefix: str
 def evaluate(model, loss_fn, x: np.ndarray, batch_size: int = 100,
              reduction: str = "mean") -> dict[str, float]:
     """The per-example mean of every metric of loss_fn over `x`, in evaluation mode, without
-    gradients (`reduction` as in fit)."""
+    gradients (`reduction` as in fit; uint8 images are scaled to [0, 1], see to_device)."""
     _check_reduction("evaluate", reduction)
+    _check_rows("evaluate", "x", x)
+    batch_size = as_int(batch_size, "evaluate", "batch_size", 1)
     return _read_means(_validation_sums(model, loss_fn, x, batch_size, "", reduction))
 
 
@@ -184,8 +211,9 @@ def fit(model, loss_fn, optimizer, x_train: np.ndarray, x_val: np.ndarray | None
         loss summed over the batch (VAE.elbo(reduction="sum"), PyTorch's
         reduction="sum"), pass reduction="sum": the sums are added as they are. Either
         way the history holds per-example means.
-    x_train, x_val: host NumPy arrays, one example per row (uint8 images are scaled
-        to [0, 1] on the device, see to_device).
+    x_train, x_val: host NumPy arrays, one example per row; uint8 images are scaled
+        to [0, 1] on the device (to_device, the one place that rescales; Tensor() and
+        VAE.elbo never do, and a Bernoulli likelihood refuses data outside [0, 1]).
     seed: every epoch e starts by reseeding the backend's one global random stream
         (backend.seed) from (seed, e) (see epoch_seed): the shuffle and every draw made
         during the epoch (the model's noise, and any draw of your own in loss_fn or
@@ -208,8 +236,13 @@ def fit(model, loss_fn, optimizer, x_train: np.ndarray, x_val: np.ndarray | None
     if history.seed != seed:
         raise ValueError(f"fit: this run was started with seed {history.seed}, not {seed}; "
                          "resuming with another seed would not continue it")
-    if len(x_train) == 0 or batch_size < 1:
-        raise ValueError(f"fit: need training data and batch_size >= 1, got {len(x_train)} rows, batch_size {batch_size}")
+    epochs = as_int(epochs, "fit", "epochs", 0)
+    seed = as_int(seed, "fit", "seed", 0)
+    batch_size = as_int(batch_size, "fit", "batch_size", 1)
+    patience = None if patience is None else as_int(patience, "fit", "patience", 0)
+    _check_rows("fit", "x_train", x_train)
+    if x_val is not None:
+        _check_rows("fit", "x_val", x_val)  # an empty one would silently skip validation
     _check_reduction("fit", reduction)
     step = step or (lambda x: train_step(loss_fn, optimizer, x))
     monitor = "val_loss" if x_val is not None else "loss"
@@ -263,6 +296,12 @@ def fit(model, loss_fn, optimizer, x_train: np.ndarray, x_val: np.ndarray | None
     return history
 
 
+def _check_rows(who: str, name: str, x) -> None:
+    if not hasattr(x, "shape") or len(x.shape) == 0 or len(x) == 0:
+        shape = getattr(x, "shape", type(x).__name__)
+        raise ValueError(f"{who}: {name} must be an array with at least one row, got {shape}")
+
+
 def _progress_line(means: dict, steps: int, seconds: float) -> str:
     """Keras's one line per epoch: steps, time, then the metrics, training before validation."""
     names = sorted(k for k in means if not k.startswith("val_")) + sorted(k for k in means if k.startswith("val_"))
@@ -291,14 +330,28 @@ def save_checkpoint(path, model, optimizer, history: History) -> None:
 
 def load_checkpoint(path, model, optimizer) -> History:
     """Load what save_checkpoint wrote into `model` (already built) and `optimizer`;
-    return the History to pass to fit(history=...)."""
-    with np.load(path, allow_pickle=False) as f:
-        groups = {"model/": {}, "optimizer/": {}, "best/": {}}
-        for key in f.files:
-            for prefix, group in groups.items():
-                if key.startswith(prefix):
-                    group[key[len(prefix):]] = f[key]
-        text = str(f["history"][()])
+    return the History to pass to fit(history=...).
+
+    Every part (weights, optimiser state, best weights, history) is checked before
+    either the model or the optimiser is touched, so a bad file changes nothing; any
+    problem is one ValueError naming the file (FileNotFoundError if there is none)."""
+    arrays = read_npz(path)
+    groups = {"model/": {}, "optimizer/": {}, "best/": {}}
+    for key, value in arrays.items():
+        for prefix, group in groups.items():
+            if key.startswith(prefix):
+                group[key[len(prefix):]] = value
+    try:
+        model.check_state_dict(groups["model/"])
+        optimizer.check_state_dict(groups["optimizer/"])
+        if groups["best/"]:
+            model.check_state_dict(groups["best/"])
+        if "history" not in arrays:
+            raise ValueError("it has no history")
+        best = groups["best/"] or None
+        history = History.from_json(str(arrays["history"][()]), best_weights=best)
+    except (ValueError, TypeError) as exc:  # (json's errors are ValueErrors)
+        raise ValueError(f"{path}: cannot resume from this checkpoint: {exc}") from None
     model.load_state_dict(groups["model/"])
     optimizer.load_state_dict(groups["optimizer/"])
-    return History.from_json(text, best_weights=groups["best/"] or None)
+    return history

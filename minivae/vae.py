@@ -31,7 +31,7 @@ from .distributions import (
     kl_divergence,
 )
 from .nn.module import Module
-from .tensor import Tensor, as_tensor, lift, no_grad
+from .tensor import Tensor, as_int, as_tensor, lift, no_grad
 
 LIKELIHOODS = ("gaussian", "bernoulli")
 POSTERIORS = ("diag", "full")
@@ -52,23 +52,29 @@ class VAE(Module):
         squashed by a sigmoid into [0, 1] and the log-std floored at `log_std_min` (see
         GaussianLikelihood). (The lecture's decoder interleaves the two as a trailing axis
         of size 2; two halves are the same model up to the order of the last Dense layer's units.)
-    likelihood="bernoulli": the decoder returns (N, D) logits.
+    likelihood="bernoulli": the decoder returns (N, D) logits; x must lie in [0, 1], which
+        log_prob checks (one device read per call; validate_data=False skips it).
     D = prod(x.shape[1:]); the VAE reshapes the decoder output to x's shape.
+    Data are never rescaled here: a raw integer (uint8) array is refused; scale images
+    to [0, 1] first (x / 255), or train with fit(), whose to_device does it.
 
     The prior defaults to StandardNormal(l), l read from the encoder on the first call. The
     parameters are the encoder's and the decoder's (the prior is fixed).
     """
 
     def __init__(self, encoder, decoder, prior=None, likelihood: str = "gaussian", posterior: str = "diag",
-                 log_std_min: float | None = -5.0):
+                 log_std_min: float | None = -5.0, validate_data: bool = True):
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"VAE: unknown likelihood {likelihood!r}; expected one of {LIKELIHOODS}")
         if posterior not in POSTERIORS:
             raise ValueError(f"VAE: unknown posterior {posterior!r}; expected one of {POSTERIORS}")
+        if log_std_min is not None and not (isinstance(log_std_min, (int, float)) and math.isfinite(log_std_min)):
+            raise ValueError(f"VAE: log_std_min must be a finite number or None, got {log_std_min!r}")
         self.encoder, self.decoder, self.prior = encoder, decoder, prior
         self._default_prior = prior is None  # then N(0, I), sized (and typed) by the encoder
         self.likelihood, self.posterior, self.log_std_min = likelihood, posterior, log_std_min
         self.x_shape = None  # one data point's shape, learned from the data
+        self.validate_data = validate_data
 
     def forward(self, x):
         """The decoded mean of one reparameterised draw z ~ q(z|x), as the lecture's call()."""
@@ -77,9 +83,11 @@ class VAE(Module):
     # --- the two halves ------------------------------------------------------------
     def encode(self, x):
         """q(z|x): a Normal ("diag") or a MultivariateNormalTriL ("full"), batch shape (N,)."""
-        x = as_tensor(x)
+        x = as_tensor(_refuse_integers(x, "VAE.encode"))
         if x.ndim < 2:
             raise ValueError(f"VAE.encode: expected a batch x of shape (N, ...), got {x.shape}")
+        if x.shape[0] == 0:  # the means over the batch would be NaN
+            raise ValueError(f"VAE.encode: an empty batch (x of shape {x.shape})")
         parts = self._posterior_parts(self.encoder(x), x.shape)
         if self.posterior == "diag":
             mu, log_var = parts
@@ -138,7 +146,9 @@ class VAE(Module):
     def decode(self, z, x_shape=None):
         """p(x|z) for z of shape (..., l); px.mean has shape (..., *x_shape)."""
         z = as_tensor(z)
-        x_shape = tuple(x_shape) if x_shape is not None else self.x_shape
+        if x_shape is not None:
+            x_shape = tuple(as_int(n, "VAE.decode", f"each size in x_shape {x_shape}", 1) for n in x_shape)
+        x_shape = x_shape if x_shape is not None else self.x_shape
         if x_shape is None:
             raise ValueError("VAE.decode: the data shape is not known yet; call the VAE on data first or pass x_shape=")
         D = math.prod(x_shape)
@@ -153,7 +163,8 @@ class VAE(Module):
             )
         event = len(x_shape)
         if self.likelihood == "bernoulli":
-            return Bernoulli(h.reshape(*lead, *x_shape), event_ndim=event)
+            logits = h.reshape(*lead, *x_shape)
+            return Bernoulli(logits, event_ndim=event, validate=self.validate_data)
         h1, h2 = F.split(h, 2, axis=-1)
         return GaussianLikelihood(h1.reshape(*lead, *x_shape), h2.reshape(*lead, *x_shape), self.log_std_min, event)
 
@@ -176,7 +187,7 @@ class VAE(Module):
                 f"VAE.elbo: unknown reduction {reduction!r}; expected one of {REDUCTIONS}"
             )
         check_count("VAE.elbo", "samples", samples)
-        x = as_tensor(x)
+        x = as_tensor(_refuse_integers(x, "VAE.elbo"))
         q = self.encode(x)
         if eps is not None:
             eps = lift(eps, x, "VAE.elbo")
@@ -212,7 +223,7 @@ class VAE(Module):
         if batch_size is not None:
             check_count("VAE.log_marginal", "batch_size", batch_size)
         with no_grad():
-            x = as_tensor(x)
+            x = as_tensor(_refuse_integers(x, "VAE.log_marginal"))
             n = x.shape[0]
             rows = n if batch_size is None else batch_size
             parts = [self._log_marginal(x[i:min(i + rows, n)], samples, chunk)
@@ -241,3 +252,13 @@ def _full_latent_dim(k: int):
     """l with 2l + l(l-1)/2 = l(l+3)/2 = k, or None."""
     l = (math.isqrt(9 + 8 * k) - 3) // 2
     return l if l >= 1 and l * (l + 3) // 2 == k else None
+
+
+def _refuse_integers(x, who: str):
+    """An integer array would become float 0..255 (Tensor() never rescales): refuse it."""
+    name = str(getattr(x, "dtype", "")).split(".")[-1]
+    if not isinstance(x, Tensor) and name.startswith(("uint", "int", "bool")):
+        raise TypeError(f"{who}: x is an array of {name}; scale it to floats in [0, 1] first "
+                        "(e.g. x / 255 for uint8 pixels), or train with fit(), which does that")
+    return x
+

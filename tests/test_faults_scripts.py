@@ -183,7 +183,7 @@ def finished_run(tmp_path_factory):
         (fc.bit_flipped, "checkpoint.npz", ["damaged or incomplete"]),
         (fc.a_text_file, "checkpoint.npz", ["is not a checkpoint"]),
         (fc.without_history, "checkpoint.npz", ["history"]),
-        (fc.nan_weights, "checkpoint.npz", ["NaN or infinite weights"]),
+        (fc.nan_weights, "checkpoint.npz", ["NaN or infinite values", "refusing to load"]),
         (fc.missing, "recipe.json", ["is missing"]),
         (fc.malformed, "recipe.json", ["invalid JSON"]),
         (fc.not_an_object, "recipe.json", ["not an object"]),

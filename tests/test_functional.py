@@ -41,6 +41,30 @@ def nonzero(rng, shape):  # denominators: either sign, never near 0
     return rng.choice([-1.0, 1.0], shape) * rng.uniform(0.5, 3, shape)
 
 
+# Kinks (abs, relu, clip, where's switch, maximum's tie) keep this far from every input:
+# 1000 times gradcheck's step eps = 1e-6, so no central difference straddles one (a draw
+# of -1.78e-07 for abs once failed a fresh clone's run).
+MARGIN = 1e-3
+
+
+def away_from(*kinks):
+    """`anywhere`, with each value within MARGIN of a kink pushed out to MARGIN on its side."""
+    def sample(rng, shape):
+        x = rng.uniform(-3, 3, shape)
+        for k in kinks:
+            x = np.where(np.abs(x - k) < MARGIN, k + np.copysign(MARGIN, x - k), x)
+        return x
+    return sample
+
+
+def even_hundredths(rng, shape):  # maximum's first input: 0.02 k ...
+    return np.round(rng.uniform(-3, 3, shape) / 0.02) * 0.02
+
+
+def odd_hundredths(rng, shape):  # ... and its second, 0.02 k + 0.01: never within 0.01 of a tie
+    return even_hundredths(rng, shape) + 0.01
+
+
 # --- how shapes are drawn: size-1 axes, odd sizes, 0-d, broadcasting -------------
 
 one_shape = hnp.array_shapes(min_dims=0, max_dims=3, min_side=1, max_side=5).map(lambda s: (s,))
@@ -137,9 +161,10 @@ OPS = {
     "log1p": Op(F.log1p, np.log1p, lambda T, x: T.log1p(x), domains=(above_minus_one,)),
     "sqrt": Op(F.sqrt, np.sqrt, lambda T, x: T.sqrt(x), domains=(positive,)),
     "square": Op(F.square, np.square, lambda T, x: T.square(x)),
-    "abs": Op(F.abs, np.abs, lambda T, x: T.abs(x)),
+    "abs": Op(F.abs, np.abs, lambda T, x: T.abs(x), domains=(away_from(0.0),)),
     "tanh": Op(F.tanh, np.tanh, lambda T, x: T.tanh(x)),
-    "relu": Op(F.relu, lambda x: np.maximum(x, 0), lambda T, x: T.relu(x)),
+    "relu": Op(F.relu, lambda x: np.maximum(x, 0), lambda T, x: T.relu(x),
+               domains=(away_from(0.0),)),
     "sigmoid": Op(F.sigmoid, lambda x: 1 / (1 + np.exp(-x)), lambda T, x: T.sigmoid(x)),
     "softplus": Op(F.softplus, lambda x: np.logaddexp(0, x), lambda T, x: T.nn.functional.softplus(x)),
     "log_sigmoid": Op(F.log_sigmoid, lambda x: -np.logaddexp(0, -x), lambda T, x: T.nn.functional.logsigmoid(x)),
@@ -150,11 +175,15 @@ OPS = {
                                       lambda T, x: T.logsumexp(x, dim=0, keepdim=True), one_shape_1d),
     "logsumexp(axis=None)": Op(lambda x: F.logsumexp(x, axis=None), lambda x: np.log(np.exp(x).sum()),
                                lambda T, x: T.logsumexp(x.reshape(-1), dim=0), one_shape),
-    "maximum": Op(F.maximum, np.maximum, lambda T, a, b: T.maximum(a, b), broadcastable_pair),
-    "clip(-1, 1)": Op(lambda x: F.clip(x, -1.0, 1.0), lambda x: np.clip(x, -1, 1), lambda T, x: T.clip(x, -1, 1)),
-    "clip(low only)": Op(lambda x: F.clip(x, low=0.5), lambda x: np.clip(x, 0.5, None), lambda T, x: T.clip(x, min=0.5)),
+    "maximum": Op(F.maximum, np.maximum, lambda T, a, b: T.maximum(a, b), broadcastable_pair,
+                  (even_hundredths, odd_hundredths)),
+    "clip(-1, 1)": Op(lambda x: F.clip(x, -1.0, 1.0), lambda x: np.clip(x, -1, 1),
+                      lambda T, x: T.clip(x, -1, 1), domains=(away_from(-1.0, 1.0),)),
+    "clip(low only)": Op(lambda x: F.clip(x, low=0.5), lambda x: np.clip(x, 0.5, None),
+                         lambda T, x: T.clip(x, min=0.5), domains=(away_from(0.5),)),
     "where": Op(lambda a, b: F.where(a > 0, a, b), lambda a, b: np.where(a > 0, a, b),
-                lambda T, a, b: T.where(a > 0, a, b), broadcastable_pair),
+                lambda T, a, b: T.where(a > 0, a, b), broadcastable_pair,
+                (away_from(0.0), anywhere)),
     # functional.py: joining and splitting
     "concatenate": Op(lambda a, b: F.concatenate([a, b], axis=-1), lambda a, b: np.concatenate([a, b], axis=-1),
                       lambda T, a, b: T.cat([a, b], dim=-1), pair_differing_on_last_axis()),

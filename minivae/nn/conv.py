@@ -7,7 +7,7 @@ right beside it, built from the gather/scatter pair of ``im2col.py``.
 from __future__ import annotations
 
 from .. import backend
-from ..tensor import Tensor, record
+from ..tensor import Tensor, as_int, is_int, lift, record
 from .im2col import (
     PADDINGS,
     col2im,
@@ -30,6 +30,8 @@ def conv2d(x: Tensor, kernel: Tensor, bias: Tensor | None = None, strides=(1, 1)
     (As in every deep-learning library this is a cross-correlation: the kernel is not flipped.)
     """
     xp = backend.xp()
+    kernel, bias = _same_kind(x, kernel, bias, "conv2d")
+    _check_op_args("conv2d", x, kernel, strides, padding)
     n, h, w, c = x.shape
     kh, kw, _, f = kernel.shape
     (sh, sw) = strides
@@ -68,6 +70,8 @@ def conv2d_transpose(x: Tensor, kernel: Tensor, bias: Tensor | None = None, stri
     H follows Keras: H = h s + max(kh - s, 0) (``valid``) or h s (``same``).
     """
     xp = backend.xp()
+    kernel, bias = _same_kind(x, kernel, bias, "conv2d_transpose")
+    _check_op_args("conv2d_transpose", x, kernel, strides, padding)
     n, h, w, c = x.shape
     kh, kw, f, _ = kernel.shape
     (sh, sw) = strides
@@ -94,6 +98,24 @@ def conv2d_transpose(x: Tensor, kernel: Tensor, bias: Tensor | None = None, stri
     return record(out, parents, backward, "conv2d_transpose")
 
 
+def _same_kind(x: Tensor, kernel, bias, op: str):
+    """The kernel and bias on x's backend and in x's dtype, else an error (as every op refuses
+    a mix: a float32 model fed float64 would otherwise come out, and train, in float64)."""
+    return lift(kernel, x, op), (None if bias is None else lift(bias, x, op))
+
+
+def _check_op_args(op: str, x: Tensor, kernel, pair, padding, what: str = "strides") -> None:
+    """What the layers check, for a caller of the op itself: ranks, a size pair, a padding."""
+    if x.ndim != 4 or (kernel is not None and kernel.ndim != 4):
+        shapes = f"x {x.shape}" + (f" and kernel {kernel.shape}" if kernel is not None else "")
+        raise ValueError(f"{op}: expected 4-d x (N, H, W, C) and a 4-d kernel, got {shapes}")
+    if not (isinstance(pair, (tuple, list)) and len(pair) == 2
+            and all(is_int(s) and s >= 1 for s in pair)):
+        raise ValueError(f"{op}: {what} must be a pair of positive ints, got {pair!r}")
+    if padding not in PADDINGS:
+        raise ValueError(f"{op}: padding must be one of {PADDINGS}, got {padding!r}")
+
+
 def _sum_rows(g2):
     """The bias gradient: g2 (pixels, F) summed over its pixels, as the product ones @ g2
     (on NumPy, BLAS does this some 20x faster than xp.sum over axis 0)."""
@@ -108,7 +130,7 @@ class _Conv(Layer):
         super().__init__(activation)
         self.kernel_initializer = get_initializer(kernel_initializer)
         self.bias_initializer = get_initializer(bias_initializer)
-        self.filters = int(filters)
+        self.filters = as_int(filters, type(self).__name__, "filters", 1)
         self.kernel_size = _size_pair(kernel_size, "kernel_size", self)
         self.strides = _size_pair(strides, "strides", self)
         self.padding = _padding(padding, self)
@@ -169,6 +191,8 @@ def max_pool2d(x: Tensor, pool_size=(2, 2), strides=None, padding="valid") -> Te
     """
     xp = backend.xp()
     strides = strides or pool_size
+    _check_op_args("max_pool2d", x, None, pool_size, padding, "pool_size")
+    _check_op_args("max_pool2d", x, None, strides, padding)
     n, h, w, c = x.shape
     (ph, pw), (sh, sw) = pool_size, strides
     oh, ow = conv_output_length(h, ph, sh, padding), conv_output_length(w, pw, sw, padding)
@@ -219,6 +243,7 @@ def upsampling2d(x: Tensor, size=(2, 2)) -> Tensor:
     offset in the block is one strided slice, as in im2col.
     """
     xp = backend.xp()
+    _check_op_args("upsampling2d", x, None, size, "valid", "size")
     n, h, w, c = x.shape
     sh, sw = size
     blocks = xp.broadcast_to(xp.reshape(x.data, (n, h, 1, w, 1, c)), (n, h, sh, w, sw, c))
@@ -251,10 +276,10 @@ class UpSampling2D(Layer):
 
 def _size_pair(value, what: str, layer) -> tuple[int, int]:
     """An int or a pair of positive ints, as Keras accepts for sizes and strides."""
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and v >= 1 for v in pair):
+    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(pair) != 2 or not all(is_int(v) and v >= 1 for v in pair):
         raise ValueError(f"{type(layer).__name__}: {what} must be a positive int or a pair of them, got {value!r}")
-    return pair
+    return tuple(int(v) for v in pair)
 
 
 def _padding(padding: str, layer) -> str:

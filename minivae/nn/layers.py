@@ -18,7 +18,7 @@ import math
 
 from .. import backend
 from .. import functional as F
-from ..tensor import Tensor
+from ..tensor import Tensor, as_int
 from .module import Module
 
 ACTIVATIONS = {
@@ -98,10 +98,22 @@ def check_input(layer, x: Tensor, rank: int, last: int | None = None) -> None:
 
 
 class Layer(Module):
-    """A module with a display name and an activation."""
+    """A module with a display name and an activation. A layer keeps the dtype of its first
+    input (that of its weights, if it has any) and refuses another, as an op refuses a mix."""
+
+    input_dtype = None
 
     def __init__(self, activation=None):
         self.activation = get_activation(activation)
+
+    def __call__(self, x, *args, **kwargs):
+        dtype = str(getattr(x, "dtype", None)).split(".")[-1]  # 'float32' on every backend
+        if self.input_dtype is not None and dtype != self.input_dtype:
+            raise TypeError(f"{self.name}: built for {self.input_dtype} input, got {dtype}; convert "
+                            f"the input explicitly, e.g. Tensor(x, dtype=\"{self.input_dtype}\")")
+        out = super().__call__(x, *args, **kwargs)
+        self.input_dtype = dtype  # (only after a call that worked: a failed first call fixes nothing)
+        return out
 
     @property
     def name(self) -> str:
@@ -119,7 +131,7 @@ class Dense(Layer):
         super().__init__(activation)
         self.kernel_initializer = get_initializer(kernel_initializer)
         self.bias_initializer = get_initializer(bias_initializer)
-        self.units = int(units)
+        self.units = as_int(units, "Dense", "units", 1)
         self.kernel = self.bias = None
 
     def forward(self, x: Tensor) -> Tensor:
@@ -137,6 +149,8 @@ class Flatten(Layer):
     """(N, d1, d2, ...) -> (N, d1 * d2 * ...)."""
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.ndim < 1:
+            raise ValueError(f"Flatten: expected input of shape (N, ...), got {x.shape}")
         return x.reshape(x.shape[0], -1)
 
 
@@ -145,9 +159,12 @@ class Reshape(Layer):
 
     def __init__(self, shape):
         super().__init__()
-        self.target = tuple(shape)
+        shape = (shape,) if not isinstance(shape, (tuple, list)) else shape
+        self.target = tuple(as_int(n, "Reshape", f"each size in {shape}", 1) for n in shape)
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.ndim < 1:
+            raise ValueError(f"Reshape: expected input of shape (N, ...), got {x.shape}")
         if math.prod(x.shape[1:]) != math.prod(self.target):
             raise ValueError(f"Reshape: cannot reshape input {x.shape} to (N, {', '.join(map(str, self.target))})")
         return x.reshape(x.shape[0], *self.target)
@@ -158,9 +175,13 @@ class Sequential(Layer):
 
     def __init__(self, layers=()):
         super().__init__()
-        self.layers = list(layers)
+        self.layers = []
+        for layer in layers:
+            self.add(layer)
 
     def add(self, layer: Module) -> None:
+        if not isinstance(layer, Module):
+            raise TypeError(f"Sequential: expected a layer (a Module), got {type(layer).__name__}")
         self.layers.append(layer)
 
     def forward(self, x: Tensor) -> Tensor:

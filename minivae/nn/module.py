@@ -13,8 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
+from ..backend import check_finite_array
 from ..files import atomic_write
-from ..tensor import Tensor, no_grad
+from ..tensor import Tensor, as_int, no_grad
 
 
 class Module:
@@ -86,7 +87,10 @@ class Module:
         Returns the output shape without the batch axis (a tuple of them for a model
         with several outputs).
         """
-        x = Tensor(backend.full((1, *input_shape), 0.0, backend.dtype(dtype)))
+        shape = (1, *_shape(input_shape, "build"))
+        if str(dtype) not in ("float32", "float64"):  # Tensor would quietly make int32 zeros float32
+            raise TypeError(f"build: dtype must be 'float32' or 'float64', got {dtype!r}")
+        x = Tensor(backend.full(shape, 0.0, backend.dtype(dtype)))
         with no_grad():
             out = self(x)
         if isinstance(out, (tuple, list)):
@@ -126,6 +130,14 @@ class Module:
     def load_state_dict(self, arrays) -> None:
         """Load parameters by name. Everything is checked before anything is written,
         so a mismatch leaves the model as it was."""
+        params = self.check_state_dict(arrays)
+        for name, p in params.items():
+            p.data = backend.asarray(np.array(arrays[name]), dtype=p.dtype)  # a copy: ours now
+
+    def check_state_dict(self, arrays) -> dict:
+        """Refuse `arrays` (host arrays by name) unless load_state_dict could load them all:
+        the same names and shapes as the parameters, real numbers, no NaN or inf (the
+        weights of a run that blew up). Returns the parameters by name."""
         params = dict(self.named_parameters())
         if not params:
             raise ValueError(
@@ -140,19 +152,51 @@ class Module:
                     f"load_weights: weight {name!r} has shape {tuple(arrays[name].shape)} in the file, "
                     f"{p.shape} in the model"
                 )
+            check_finite_array(arrays[name], f"load_weights: weight {name!r}")
         extra = sorted(set(arrays) - set(params))
         if extra:
             raise ValueError(f"load_weights: the file has weights the model lacks, first {extra[0]!r}")
-        for name, p in params.items():
-            p.data = backend.asarray(np.array(arrays[name]), dtype=p.dtype)  # a copy: the model owns it
+        return params
 
     def save_weights(self, path) -> None:
         """Write all parameters to an ``.npz`` file, atomically (temporary file, then rename)."""
         save_npz(path, self.state_dict())
 
     def load_weights(self, path) -> None:
-        with np.load(path, allow_pickle=False) as f:
-            self.load_state_dict({k: f[k] for k in f.files})
+        """Load what save_weights wrote; any problem is one ValueError naming the file."""
+        arrays = read_npz(path)
+        try:
+            self.load_state_dict(arrays)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+
+
+def read_npz(path) -> dict:
+    """Every array of an ``.npz`` file, read into memory. A missing file raises
+    FileNotFoundError; a damaged one (truncated, empty, text, an ``.npy``) one ValueError
+    naming the file, not the zip or pickle error of the layer below."""
+    try:
+        f = np.load(path, allow_pickle=False)
+        if not isinstance(f, np.lib.npyio.NpzFile):
+            raise ValueError("an .npy array, not an .npz archive of named arrays")
+        with f:
+            return {k: f[k] for k in f.files}
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # a flipped byte can reach zipfile, zlib, the .npy header parser...
+        why = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+        if "pickled" in str(exc):  # NumPy's guess for bytes that are not an array at all
+            why = "not a NumPy file (no .npz/.npy header)"
+        raise ValueError(f"{path}: cannot read it as an .npz archive ({why})") from None
+
+
+def _shape(input_shape, who: str) -> tuple:
+    """One example's shape as a tuple of positive ints: build((4,)), not build(4)."""
+    if not isinstance(input_shape, (tuple, list)):
+        raise TypeError(f"{who}: input_shape must be a tuple of sizes without the batch axis, "
+                        f"e.g. ({input_shape!r},), got {input_shape!r}")
+    what = f"each size in input_shape {tuple(input_shape)}"
+    return tuple(as_int(n, who, what, 1) for n in input_shape)
 
 
 def _shape_text(out) -> str:
