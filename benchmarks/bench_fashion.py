@@ -15,6 +15,7 @@ compare `--backend cupy` with `--torch-device cuda`; `--json FILE` also writes t
     nice python benchmarks/bench_fashion.py [--steps 50] [--repeats 3] [--backend numpy]
     OMP_NUM_THREADS=1 nice python benchmarks/bench_fashion.py
 """
+
 from __future__ import annotations
 
 import os
@@ -52,7 +53,9 @@ def load_example():
 
 def time_minivae(example, batches, repeats):
     """Seconds per training step, one number per repeat."""
-    autoencoder = minivae.nn.Sequential([example.make_encoder("lecture"), example.make_decoder("lecture")])
+    autoencoder = minivae.nn.Sequential(
+        [example.make_encoder("lecture"), example.make_decoder("lecture")]
+    )
     autoencoder.build(example.IMAGE_SHAPE)
     optimizer = Adam(autoencoder.parameters(), lr=1e-3)
 
@@ -75,12 +78,28 @@ def time_torch(batches, repeats, device="cpu"):
     torch.set_num_threads(THREADS)
     torch.manual_seed(0)
     autoencoder = nn.Sequential(  # the same layers, channels-first as PyTorch wants
-        nn.Conv2d(1, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 8, 5), nn.ReLU(),
-        nn.Flatten(), nn.Linear(512, 64), nn.ReLU(), nn.Linear(64, 2),
-        nn.Linear(2, 64), nn.ReLU(), nn.Linear(64, 512), nn.ReLU(), nn.Unflatten(1, (8, 8, 8)),
-        nn.ConvTranspose2d(8, 16, 5), nn.ReLU(), nn.Upsample(scale_factor=2), nn.ConvTranspose2d(16, 1, 5),
-        nn.Sigmoid()).to(device)
-    optimizer = torch.optim.Adam(autoencoder.parameters(), lr=1e-3, eps=1e-7)  # Keras's eps, as minivae
+        nn.Conv2d(1, 16, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 8, 5),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(512, 64),
+        nn.ReLU(),
+        nn.Linear(64, 2),
+        nn.Linear(2, 64),
+        nn.ReLU(),
+        nn.Linear(64, 512),
+        nn.ReLU(),
+        nn.Unflatten(1, (8, 8, 8)),
+        nn.ConvTranspose2d(8, 16, 5),
+        nn.ReLU(),
+        nn.Upsample(scale_factor=2),
+        nn.ConvTranspose2d(16, 1, 5),
+        nn.Sigmoid(),
+    ).to(device)
+    # Keras's eps, as minivae
+    optimizer = torch.optim.Adam(autoencoder.parameters(), lr=1e-3, eps=1e-7)
 
     def run(chunk):
         for images in chunk:
@@ -104,10 +123,15 @@ def _seconds(fn, arg):
 
 def main(argv=None):
     parser = cli.Parser(prog="bench_fashion.py", description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=cli.positive_int, default=50,
-                        help="training steps per timing")
-    parser.add_argument("--repeats", type=cli.positive_int, default=3,
-                        help="timings per side (the median is reported)")
+    parser.add_argument(
+        "--steps", type=cli.positive_int, default=50, help="training steps per timing"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=cli.positive_int,
+        default=3,
+        help="timings per side (the median is reported)",
+    )
     parser.add_argument("--backend", choices=backend.BACKENDS, default="numpy")
     parser.add_argument("--torch-device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--json", help="also write the seconds per step to this JSON file")
@@ -117,14 +141,23 @@ def main(argv=None):
     minivae.seed(0)
     example = load_example()
     (x_train, _), _ = example.load_data(limit=args.steps * 64)
-    batches = [x_train[i:i + 64] for i in range(0, len(x_train), 64)]
+    batches = [x_train[i : i + 64] for i in range(0, len(x_train), 64)]
 
-    print(f"lecture CNN autoencoder, batch 64, {args.steps} steps x {args.repeats} repeats, "
-          f"{THREADS} thread(s), load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"lecture CNN autoencoder, batch 64, {args.steps} steps x {args.repeats} repeats, "
+        f"{THREADS} thread(s), load average {os.getloadavg()[0]:.1f}"
+    )
     ours = statistics.median(time_minivae(example, batches, args.repeats))
-    print(f"minivae ({args.backend}): {ours * 1e3:6.1f} ms/step, {ours * STEPS_PER_EPOCH:6.1f} s/epoch")
-    results = {"benchmark": "bench_fashion", "threads": THREADS, "steps_per_epoch": STEPS_PER_EPOCH,
-               "seconds_per_step": {f"minivae ({args.backend})": ours}}
+    print(
+        f"minivae ({args.backend}): {ours * 1e3:6.1f} ms/step, {ours * STEPS_PER_EPOCH:6.1f} "
+        "s/epoch"
+    )
+    results = {
+        "benchmark": "bench_fashion",
+        "threads": THREADS,
+        "steps_per_epoch": STEPS_PER_EPOCH,
+        "seconds_per_step": {f"minivae ({args.backend})": ours},
+    }
     try:
         theirs = statistics.median(time_torch(batches, args.repeats, args.torch_device))
     except ImportError:
@@ -132,8 +165,9 @@ def main(argv=None):
     else:
         name = f"PyTorch {args.torch_device.upper()}"
         results["seconds_per_step"][name] = theirs
-        print(f"{name + ':':<16} {theirs * 1e3:6.1f} ms/step, "
-              f"{theirs * STEPS_PER_EPOCH:6.1f} s/epoch")
+        print(
+            f"{name + ':':<16} {theirs * 1e3:6.1f} ms/step, {theirs * STEPS_PER_EPOCH:6.1f} s/epoch"
+        )
         print(f"ratio minivae / PyTorch: {ours / theirs:.2f}")
     if args.json:
         write_json(args.json, results)

@@ -11,8 +11,10 @@ count from OPENBLAS_NUM_THREADS, so compare like with like. On a GPU, compare
 `--backend cupy` with `--torch-device cuda`; `--json FILE` also writes the numbers there.
 
     MINIVAE_DATA=../shared/data python benchmarks/bench_frey.py [--epochs 20] [--backend numpy]
-    OPENBLAS_NUM_THREADS=1 MINIVAE_DATA=../shared/data python benchmarks/bench_frey.py --torch-threads 1
+    OPENBLAS_NUM_THREADS=1 MINIVAE_DATA=../shared/data \
+        python benchmarks/bench_frey.py --torch-threads 1
 """
+
 from __future__ import annotations
 
 import math
@@ -43,8 +45,18 @@ def minivae_runner(x_train, x_val, seed=0):
     history = train.History(seed=seed)
 
     def epoch() -> float:
-        train.fit(vae, lambda x: vae.elbo(x), optimizer, x_train, x_val, epochs=len(history) + 1,
-                  batch_size=BATCH, seed=seed, verbose=False, history=history)
+        train.fit(
+            vae,
+            lambda x: vae.elbo(x),
+            optimizer,
+            x_train,
+            x_val,
+            epochs=len(history) + 1,
+            batch_size=BATCH,
+            seed=seed,
+            verbose=False,
+            history=history,
+        )
         return history.seconds[-1]
 
     return epoch, history
@@ -56,11 +68,14 @@ def torch_runner(torch, x_train, x_val, seed=0, device="cpu"):
 
     nn = torch.nn
     torch.manual_seed(seed)
-    encoder = nn.Sequential(nn.Flatten(), nn.Linear(560, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 2 * LATENT))
+    encoder = nn.Sequential(
+        nn.Flatten(), nn.Linear(560, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 2 * LATENT)
+    )
     decoder = nn.Sequential(nn.Linear(LATENT, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 2 * 560))
     encoder, decoder = encoder.to(device), decoder.to(device)
     for layer in [*encoder, *decoder]:
-        if isinstance(layer, nn.Linear):  # glorot-uniform kernels, zero biases, as minivae and Keras
+        # glorot-uniform kernels, zero biases, as minivae and Keras
+        if isinstance(layer, nn.Linear):
             nn.init.xavier_uniform_(layer.weight)
             nn.init.zeros_(layer.bias)
     params = [*encoder.parameters(), *decoder.parameters()]
@@ -74,7 +89,9 @@ def torch_runner(torch, x_train, x_val, seed=0, device="cpu"):
         h1, h2 = decoder(z).chunk(2, dim=-1)
         log_std = LOG_STD_MIN + nn.functional.softplus(h2 - LOG_STD_MIN)
         flat = x.reshape(len(x), -1)
-        log_px = (-0.5 * ((flat - torch.sigmoid(h1)) / torch.exp(log_std)) ** 2 - log_std - half_log_2pi).sum(-1)
+        log_px = (
+            -0.5 * ((flat - torch.sigmoid(h1)) / torch.exp(log_std)) ** 2 - log_std - half_log_2pi
+        ).sum(-1)
         kl = 0.5 * (mu**2 + torch.exp(log_var) - 1 - log_var).sum(-1)
         return (kl - log_px).mean()
 
@@ -86,7 +103,10 @@ def torch_runner(torch, x_train, x_val, seed=0, device="cpu"):
             loss.backward()
             optimizer.step()
         with torch.no_grad():
-            val = sum(elbo(xv[i:i + BATCH]).item() * len(xv[i:i + BATCH]) for i in range(0, len(xv), BATCH))
+            val = sum(
+                elbo(xv[i : i + BATCH]).item() * len(xv[i : i + BATCH])
+                for i in range(0, len(xv), BATCH)
+            )
         assert math.isfinite(val)  # .item() waited for the device
         return time.perf_counter() - start
 
@@ -95,11 +115,16 @@ def torch_runner(torch, x_train, x_val, seed=0, device="cpu"):
 
 def main(argv=None):
     p = cli.Parser(prog="bench_frey.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--epochs", type=cli.positive_int, default=20,
-                   help="timed epochs of each (default 20), after 2 warm-up epochs")
+    p.add_argument(
+        "--epochs",
+        type=cli.positive_int,
+        default=20,
+        help="timed epochs of each (default 20), after 2 warm-up epochs",
+    )
     p.add_argument("--backend", default="numpy", choices=backend.BACKENDS)
-    p.add_argument("--torch-threads", type=cli.positive_int, default=2,
-                   help="PyTorch's threads (default 2)")
+    p.add_argument(
+        "--torch-threads", type=cli.positive_int, default=2, help="PyTorch's threads (default 2)"
+    )
     p.add_argument("--torch-device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--json", help="also write the medians (seconds) to this JSON file")
     args = p.parse_args(argv)
@@ -125,12 +150,18 @@ def main(argv=None):
                 times[name].append(seconds)
 
     medians = {name: statistics.median(ts) for name, ts in times.items()}
-    print(f"Frey Face VAE, {len(x_train)} train + {len(x_val)} validation faces, batch {BATCH}, "
-          f"{args.epochs} epochs each after 2 warm-up, alternating")
-    print(f"minivae ({args.backend}) median epoch {1000 * medians['minivae']:7.1f} ms  "
-          f"(final train loss {history['loss'][-1]:.1f})")
-    results = {"benchmark": "bench_frey",
-               "median_seconds": {f"minivae ({args.backend})": medians["minivae"]}}
+    print(
+        f"Frey Face VAE, {len(x_train)} train + {len(x_val)} validation faces, batch {BATCH}, "
+        f"{args.epochs} epochs each after 2 warm-up, alternating"
+    )
+    print(
+        f"minivae ({args.backend}) median epoch {1000 * medians['minivae']:7.1f} ms  "
+        f"(final train loss {history['loss'][-1]:.1f})"
+    )
+    results = {
+        "benchmark": "bench_frey",
+        "median_seconds": {f"minivae ({args.backend})": medians["minivae"]},
+    }
     if torch is None:
         print("PyTorch is not installed: no comparison")
     else:
@@ -141,6 +172,7 @@ def main(argv=None):
         results["median_seconds"][f"PyTorch {args.torch_device.upper()}"] = pt
     if args.json:
         write_json(args.json, results)
+
 
 if __name__ == "__main__":
     sys.exit(cli.run(main, "bench_frey.py"))

@@ -43,27 +43,47 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # minivae from this checkout, also when run from elsewhere
 
-from minivae import backend, datasets  # the checkout first on the path
-from minivae.files import write_json, write_text
+from minivae import backend, datasets  # noqa: E402 (the checkout first on the path)
+from minivae.files import write_json, write_text  # noqa: E402
 
 NO_GPU = 3
 # name, arguments of `python` (TORCH: `--torch-device cuda` where PyTorch has CUDA, OUT: the
 # report's folder), seconds at most (None: what is left), the dataset it needs, environment
 SUITE = {"MINIVAE_TEST_BACKENDS": "cupy"}
 STEPS = [
-    ("bench_fashion (cupy)",  # the first steps on a GPU compile CuPy's kernels: more time
-     "benchmarks/bench_fashion.py --backend cupy TORCH --json", 90, "fashion"),
+    (
+        "bench_fashion (cupy)",  # the first steps on a GPU compile CuPy's kernels: more time
+        "benchmarks/bench_fashion.py --backend cupy TORCH --json",
+        90,
+        "fashion",
+    ),
     ("bench_fashion (numpy)", "benchmarks/bench_fashion.py --backend numpy --json", 45, "fashion"),
     ("bench_cnn (cupy)", "benchmarks/bench_cnn.py --backend cupy TORCH --json", 45, None),
-    ("bench_frey (cupy)",
-     "benchmarks/bench_frey.py --backend cupy --epochs 10 TORCH --json", 45, "frey"),
-    ("examples/frey.py (cupy)",
-     "examples/frey.py --backend cupy --epochs 20 --log-px-samples 100 --out OUT/frey", 45, "frey"),
-    ("examples/fashion_autoencoder.py (cupy)",
-     "examples/fashion_autoencoder.py --backend cupy --epochs 1 --out OUT/fashion", 60, "fashion"),
-    ("test suite (cupy)",
-     "-m pytest -o addopts= -v -p no:cacheprovider --junitxml=OUT/logs/suite.xml tests",
-     None, None, SUITE),
+    (
+        "bench_frey (cupy)",
+        "benchmarks/bench_frey.py --backend cupy --epochs 10 TORCH --json",
+        45,
+        "frey",
+    ),
+    (
+        "examples/frey.py (cupy)",
+        "examples/frey.py --backend cupy --epochs 20 --log-px-samples 100 --out OUT/frey",
+        45,
+        "frey",
+    ),
+    (
+        "examples/fashion_autoencoder.py (cupy)",
+        "examples/fashion_autoencoder.py --backend cupy --epochs 1 --out OUT/fashion",
+        60,
+        "fashion",
+    ),
+    (
+        "test suite (cupy)",
+        "-m pytest -o addopts= -v -p no:cacheprovider --junitxml=OUT/logs/suite.xml tests",
+        None,
+        None,
+        SUITE,
+    ),
 ]
 GOALS = {  # name: (what, target, "max" or "min")
     "cnn_epoch_cupy_over_torch_cuda": ("CuPy CNN epoch / PyTorch CUDA's", 1.5, "max"),
@@ -74,8 +94,9 @@ GOALS = {  # name: (what, target, "max" or "min")
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("out", help="folder for the report, the logs and CuPy's kernel cache")
-    p.add_argument("--budget", type=float, default=465.0,
-                   help="seconds for the whole check (default 465)")
+    p.add_argument(
+        "--budget", type=float, default=465.0, help="seconds for the whole check (default 465)"
+    )
     args = p.parse_args(argv)
     out = Path(args.out).resolve()  # the steps run in the checkout, not here
     if out.exists() and not out.is_dir():
@@ -95,9 +116,15 @@ class Check:
         path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         self.env = dict(os.environ, MPLBACKEND="Agg", PYTHONPATH=path)
         self.env.pop("CI", None)  # a missing optional thing (PyTorch) skips its tests, not fails
-        self.report = {"status": "running", "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                       "checkout": _git_commit(), "cupy_cache": str(cache), "versions": _versions(),
-                       "steps": [], "goals": {}}
+        self.report = {
+            "status": "running",
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "checkout": _git_commit(),
+            "cupy_cache": str(cache),
+            "versions": _versions(),
+            "steps": [],
+            "goals": {},
+        }
 
     def run(self) -> int:
         self.save()
@@ -121,8 +148,11 @@ class Check:
         failed = [s["name"] for s in self.report["steps"] if s["status"] != "passed"]
         skipped = [s["name"] for s in self.report["steps"] if s["status"].startswith("skipped")]
         failed = [name for name in failed if name not in skipped]
-        parts = [f"{what}: {', '.join(names)}"
-                 for what, names in [("failed", failed), ("skipped", skipped)] if names]
+        parts = [
+            f"{what}: {', '.join(names)}"
+            for what, names in [("failed", failed), ("skipped", skipped)]
+            if names
+        ]
         self.report["status"] = "; ".join(parts) or "passed"
         self.save()
         print(f"gpu_check: {self.report['status']}; report in {self.out / 'report.md'}")
@@ -132,11 +162,19 @@ class Check:
 
     def torch_has_cuda(self) -> bool:
         """Whether PyTorch with CUDA is here: asked in a subprocess (importing it takes a while)."""
-        ask = ("import json, torch; print(json.dumps("
-               "[torch.__version__, torch.version.cuda, torch.cuda.is_available()]))")
+        ask = (
+            "import json, torch; print(json.dumps("
+            "[torch.__version__, torch.version.cuda, torch.cuda.is_available()]))"
+        )
         try:
-            done = subprocess.run([sys.executable, "-c", ask], env=self.env, capture_output=True,
-                                  text=True, timeout=min(60, self.left()), check=False)
+            done = subprocess.run(
+                [sys.executable, "-c", ask],
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=min(60, self.left()),
+                check=False,
+            )
             version, cuda, available = json.loads(done.stdout)
         except (subprocess.TimeoutExpired, ValueError):
             available = False  # not installed, or not importable
@@ -147,8 +185,10 @@ class Check:
     def missing_data(self) -> dict:
         """The datasets that cannot be loaded here, with why."""
         missing = {}
-        for name, load in [("frey", datasets.load_frey_faces),
-                           ("fashion", datasets.load_fashion_mnist)]:
+        for name, load in [
+            ("frey", datasets.load_frey_faces),
+            ("fashion", datasets.load_fashion_mnist),
+        ]:
             try:
                 load()
             except datasets.DataError as e:
@@ -184,8 +224,14 @@ class Check:
         if numbers.is_file():
             record["numbers"] = json.loads(numbers.read_text())
         for path in filter(Path.is_file, metrics):
-            kept = ("sec_per_epoch", "best_val_elbo", "val_log_px", "epochs", "train_loss",
-                    "test_loss")
+            kept = (
+                "sec_per_epoch",
+                "best_val_elbo",
+                "val_log_px",
+                "epochs",
+                "train_loss",
+                "test_loss",
+            )
             record["numbers"] = {k: v for k, v in json.loads(path.read_text()).items() if k in kept}
         for path in xml:  # pytest writes it at the end; cut short, its -v lines tell
             record["tests"] = _junit_summary(path) if path.is_file() else _verbose_summary(log)
@@ -205,15 +251,22 @@ class Check:
         for s in self.report["steps"]:
             if s["name"].startswith("bench_fashion") and "numbers" in s:
                 per_step.update(s["numbers"]["seconds_per_step"])
-        cupy, numpy, cuda = (per_step.get(name) for name in
-                             ("minivae (cupy)", "minivae (numpy)", "PyTorch CUDA"))
-        values = {"cnn_epoch_cupy_over_torch_cuda": cupy / cuda if cupy and cuda else None,
-                  "cnn_speedup_cupy_over_numpy": numpy / cupy if cupy and numpy else None}
+        cupy, numpy, cuda = (
+            per_step.get(name) for name in ("minivae (cupy)", "minivae (numpy)", "PyTorch CUDA")
+        )
+        values = {
+            "cnn_epoch_cupy_over_torch_cuda": cupy / cuda if cupy and cuda else None,
+            "cnn_speedup_cupy_over_numpy": numpy / cupy if cupy and numpy else None,
+        }
         for key, (what, target, kind) in GOALS.items():
             value = values[key]
             met = None if value is None else value <= target if kind == "max" else value >= target
-            self.report["goals"][key] = {"what": what, "value": value, "met": met,
-                                         "target": f"{'<=' if kind == 'max' else '>='} {target}"}
+            self.report["goals"][key] = {
+                "what": what,
+                "value": value,
+                "met": met,
+                "target": f"{'<=' if kind == 'max' else '>='} {target}",
+            }
 
     # --- bookkeeping -------------------------------------------------------------
 
@@ -221,8 +274,10 @@ class Check:
         return self.deadline - time.monotonic()
 
     def save(self):
-        self.report["cupy_cache_files"] = {"before": self.cache_files_before,
-                                           "now": _count_files(self.out / "cupy-cache")}
+        self.report["cupy_cache_files"] = {
+            "before": self.cache_files_before,
+            "now": _count_files(self.out / "cupy-cache"),
+        }
         write_json(self.out / "report.json", self.report)
         write_text(self.out / "report.md", _markdown(self.report))
 
@@ -232,17 +287,21 @@ def _choose_cupy() -> dict:
     cupy = backend.Backend("cupy").xp
     runtime = cupy.cuda.runtime
     name = runtime.getDeviceProperties(0)["name"]  # bytes in CuPy 14
-    return {"cupy": cupy.__version__, "cuda_runtime": runtime.runtimeGetVersion(),
-            "cuda_driver": runtime.driverGetVersion(),
-            "gpu": name.decode(errors="replace") if isinstance(name, bytes) else str(name)}
+    return {
+        "cupy": cupy.__version__,
+        "cuda_runtime": runtime.runtimeGetVersion(),
+        "cuda_driver": runtime.driverGetVersion(),
+        "gpu": name.decode(errors="replace") if isinstance(name, bytes) else str(name),
+    }
 
 
 def _run(command, env, log: Path, seconds: float):
     """Run `command` with its output to `log`; its return code, or None if it ran past
     `seconds` (then it and every process it started are killed: pytest starts some)."""
     with open(log, "w") as f:
-        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             return proc.wait(timeout=seconds)
         except subprocess.TimeoutExpired:
@@ -267,8 +326,11 @@ def _junit_summary(xml: Path) -> dict:
 
 def _verbose_summary(log: Path) -> dict:
     """What a pytest -v run cut short had done: its outcomes so far, and what failed."""
-    outcomes = re.findall(r"^(\S+::\S+) (PASSED|FAILED|SKIPPED|ERROR|XFAIL|XPASS)",
-                          log.read_text(errors="replace"), re.MULTILINE)
+    outcomes = re.findall(
+        r"^(\S+::\S+) (PASSED|FAILED|SKIPPED|ERROR|XFAIL|XPASS)",
+        log.read_text(errors="replace"),
+        re.MULTILINE,
+    )
     counts = {"cut short": True, "tests": len(outcomes)}
     for kind, key in [("FAILED", "failures"), ("ERROR", "errors"), ("SKIPPED", "skipped")]:
         counts[key] = sum(outcome == kind for _, outcome in outcomes)  # as in _junit_summary
@@ -284,9 +346,13 @@ def _versions() -> dict:
         except importlib.metadata.PackageNotFoundError:
             pass
     try:
-        smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
-                              "--format=csv,noheader"], capture_output=True, text=True,
-                             timeout=20, check=False)
+        smi = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
         versions["nvidia-smi"] = (smi.stdout or smi.stderr).strip()
     except (OSError, subprocess.TimeoutExpired) as e:
         versions["nvidia-smi"] = f"not run ({e})"
@@ -295,8 +361,13 @@ def _versions() -> dict:
 
 def _git_commit():
     try:
-        done = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, timeout=10, check=False)
+        done = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout.strip() or None
@@ -307,8 +378,12 @@ def _count_files(folder: Path) -> int:
 
 
 def _markdown(report: dict) -> str:
-    lines = [f"# GPU check: {report['status']}", "",
-             f"Started {report['started']}, checkout {report['checkout']}.", ""]
+    lines = [
+        f"# GPU check: {report['status']}",
+        "",
+        f"Started {report['started']}, checkout {report['checkout']}.",
+        "",
+    ]
     if "message" in report:
         lines += [report["message"], ""]
     lines += ["## Versions", "", *(f"* {k}: {v}" for k, v in report["versions"].items()), ""]
@@ -330,8 +405,10 @@ def _markdown(report: dict) -> str:
         if s.get("output_tail"):
             lines += ["```", *s["output_tail"], "```", ""]
     files = report["cupy_cache_files"]
-    lines.append(f"CuPy's kernel cache, {report['cupy_cache']}: {files['before']} files before "
-                 f"this run, {files['now']} now.")
+    lines.append(
+        f"CuPy's kernel cache, {report['cupy_cache']}: {files['before']} files before "
+        f"this run, {files['now']} now."
+    )
     return "\n".join(lines) + "\n"
 
 

@@ -8,6 +8,7 @@ Graphviz's `dot`, which must be installed).
 
     python docs/figures.py          # rewrites every figure below (FIGURES)
 """
+
 from __future__ import annotations
 
 import sys
@@ -62,7 +63,9 @@ def draw_image(ax, h, w, shade=None, title=""):
     for r in range(h):
         for c in range(w):
             i = r * w + c
-            ax.add_patch(Rectangle((c, r), 1, 1, facecolor=shade.get(i, "white"), edgecolor="0.6", lw=0.8))
+            ax.add_patch(
+                Rectangle((c, r), 1, 1, facecolor=shade.get(i, "white"), edgecolor="0.6", lw=0.8)
+            )
             ax.text(c + 0.5, r + 0.5, str(i), ha="center", va="center", fontsize=9)
     ax.set(xlim=(-0.1, w + 0.1), ylim=(h + 0.1, -0.1), aspect="equal")
     ax.set_title(title, fontsize=10)
@@ -78,35 +81,63 @@ def figure_gather(path: Path) -> None:
     for n in range(oh * ow):
         a, b = divmod(n, ow)
         inset = 0.06 * (n + 1)
-        image.add_patch(Rectangle((b * S + inset, a * S + inset), K - 2 * inset, K - 2 * inset,
-                                  fill=False, edgecolor=COLOURS[n], lw=2.2))
+        image.add_patch(
+            Rectangle(
+                (b * S + inset, a * S + inset),
+                K - 2 * inset,
+                K - 2 * inset,
+                fill=False,
+                edgecolor=COLOURS[n],
+                lw=2.2,
+            )
+        )
     for n, row in enumerate(rows):
         for j, index in enumerate(row):
-            matrix.add_patch(Rectangle((j, n), 1, 1, facecolor=COLOURS[n], alpha=0.35, edgecolor="0.6", lw=0.8))
+            matrix.add_patch(
+                Rectangle((j, n), 1, 1, facecolor=COLOURS[n], alpha=0.35, edgecolor="0.6", lw=0.8)
+            )
             matrix.text(j + 0.5, n + 0.5, str(index), ha="center", va="center", fontsize=9)
         a, b = divmod(n, ow)
-        matrix.text(-0.2, n + 0.5, f"window ({a},{b})", ha="right", va="center", fontsize=9, color=COLOURS[n])
+        matrix.text(
+            -0.2,
+            n + 0.5,
+            f"window ({a},{b})",
+            ha="right",
+            va="center",
+            fontsize=9,
+            color=COLOURS[n],
+        )
     for j in range(K * K):
         matrix.text(j + 0.5, -0.25, f"({j // K},{j % K})", ha="center", va="bottom", fontsize=8)
-    matrix.set(xlim=(-2.6, K * K + 0.1), ylim=(oh * ow + 0.1, -0.9), aspect="equal",
-               title="im2col: one row per window, one column per kernel offset (i, j)")
+    matrix.set(
+        xlim=(-2.6, K * K + 0.1),
+        ylim=(oh * ow + 0.1, -0.9),
+        aspect="equal",
+        title="im2col: one row per window, one column per kernel offset (i, j)",
+    )
     matrix.axis("off")
     _save(fig, path, dpi=90)
 
 
 def figure_offsets(path: Path) -> None:
-    """The loop of window_offsets: offset (i, j) is one strided slice, the (i, j)-th number of every window."""
+    """The loop of window_offsets: offset (i, j) is one strided slice, the (i, j)-th number of
+    every window."""
     (oh, ow), rows = gather()
     fig = Figure(figsize=(8, 8.4), layout="constrained")
     axes = fig.subplots(K, K)
     keys = window_offsets((K, K), (S, S), (oh, ow))  # the very slices im2col takes
     for j, key in enumerate(keys):
         i_, j_ = divmod(j, K)
-        picked = {int(rows[n, j]): COLOURS[n] for n in range(oh * ow)}  # pixel -> the window it serves
+        # pixel -> the window it serves
+        picked = {int(rows[n, j]): COLOURS[n] for n in range(oh * ow)}
         rows_, cols_ = (f"{k.start}:{k.stop}:{k.step}" for k in key[1:3])
-        draw_image(axes[i_, j_], H, W, picked, title=f"offset ({i_},{j_}): x[:, {rows_}, {cols_}, :]")
-    fig.suptitle(f"the gather loop runs over the {K * K} kernel offsets, not over the windows:\n"
-                 "each step copies one strided slice (coloured by the window it lands in)")
+        draw_image(
+            axes[i_, j_], H, W, picked, title=f"offset ({i_},{j_}): x[:, {rows_}, {cols_}, :]"
+        )
+    fig.suptitle(
+        f"the gather loop runs over the {K * K} kernel offsets, not over the windows:\n"
+        "each step copies one strided slice (coloured by the window it lands in)"
+    )
     _save(fig, path, dpi=80)
 
 
@@ -116,7 +147,8 @@ def figure_overlaps(path: Path) -> None:
     fig = Figure(figsize=(9, 4), layout="constrained")
     for ax, s in zip(fig.subplots(1, 2), (1, 2)):
         oh = conv_output_length(h, K, s, "valid")
-        ones = np.ones((K * K, 1, oh, oh, 1))  # (kh*kw, N, oh, ow, C): col2im takes the offset axis first
+        # (kh*kw, N, oh, ow, C): col2im takes the offset axis first
+        ones = np.ones((K * K, 1, oh, oh, 1))
         counts = col2im(ones, (h, w), (K, K), (s, s))[0, :, :, 0]
         ax.imshow(counts, cmap="Blues", vmin=0, vmax=counts.max() + 1)
         for r in range(h):
@@ -179,11 +211,26 @@ def cnn_autoencoder():
     """The lecture's CNN autoencoder (examples/fashion_autoencoder.py, variant lecture) and its
     binary cross-entropy on 8 random images, captured by layer, after backward()."""
     minivae.seed(0)
-    encoder = Sequential([Conv2D(16, 5, activation="relu"), MaxPool2D(2), Conv2D(8, 5, activation="relu"),
-                          Flatten(), Dense(64, activation="relu"), Dense(2)])
-    decoder = Sequential([Dense(64, activation="relu"), Dense(512, activation="relu"), Reshape((8, 8, 8)),
-                          Conv2DTranspose(16, 5, activation="relu"), UpSampling2D(2),
-                          Conv2DTranspose(1, 5, activation="sigmoid")])
+    encoder = Sequential(
+        [
+            Conv2D(16, 5, activation="relu"),
+            MaxPool2D(2),
+            Conv2D(8, 5, activation="relu"),
+            Flatten(),
+            Dense(64, activation="relu"),
+            Dense(2),
+        ]
+    )
+    decoder = Sequential(
+        [
+            Dense(64, activation="relu"),
+            Dense(512, activation="relu"),
+            Reshape((8, 8, 8)),
+            Conv2DTranspose(16, 5, activation="relu"),
+            UpSampling2D(2),
+            Conv2DTranspose(1, 5, activation="sigmoid"),
+        ]
+    )
     model = Autoencoder(encoder, decoder)
     x = minivae.Tensor(np.random.default_rng(0).random((8, 28, 28, 1), dtype=np.float32))
     with graph.layers() as calls:
@@ -199,9 +246,14 @@ def figure_cnn_autoencoder(path: Path) -> None:
     cnn_autoencoder().draw(path, grads=True, collapse=True, title=title)
 
 
-FIGURES = {"im2col_gather.png": figure_gather, "im2col_offsets.png": figure_offsets,
-           "col2im_overlaps.png": figure_overlaps, "graph_worked_example.svg": figure_worked_example,
-           "graph_frey_elbo.svg": figure_frey_elbo, "graph_cnn_autoencoder.svg": figure_cnn_autoencoder}
+FIGURES = {
+    "im2col_gather.png": figure_gather,
+    "im2col_offsets.png": figure_offsets,
+    "col2im_overlaps.png": figure_overlaps,
+    "graph_worked_example.svg": figure_worked_example,
+    "graph_frey_elbo.svg": figure_frey_elbo,
+    "graph_cnn_autoencoder.svg": figure_cnn_autoencoder,
+}
 
 
 def main(out_dir) -> list[str]:

@@ -21,6 +21,7 @@ Three variants (``--variant``):
 Everything lands in ``--out`` (default ``runs/fashion_<variant>``): ``metrics.json``,
 ``encodings.png``, ``reconstructions.png`` and, for ``denoising``, ``denoising.png``.
 """
+
 from __future__ import annotations
 
 import os
@@ -64,7 +65,10 @@ def load_data(limit=None):
     """
     (x_train, y_train), (x_test, y_test) = load_fashion_mnist()
     # a channel axis at the end, as Conv2D expects (channels-last, as Keras)
-    return (x_train[:limit, ..., None], y_train[:limit]), (x_test[:limit, ..., None], y_test[:limit])
+    return (x_train[:limit, ..., None], y_train[:limit]), (
+        x_test[:limit, ..., None],
+        y_test[:limit],
+    )
 
 
 # ---------------------------------------------------------------- the encoder and the decoder
@@ -78,12 +82,16 @@ def make_encoder(variant, latent_dim=2):
              then 7*7*8 = 392 features.
     """
     if variant == "strided":
-        convolutions = [Conv2D(16, 5, strides=2, padding="same", activation="relu"),
-                        Conv2D(8, 5, strides=2, padding="same", activation="relu")]
+        convolutions = [
+            Conv2D(16, 5, strides=2, padding="same", activation="relu"),
+            Conv2D(8, 5, strides=2, padding="same", activation="relu"),
+        ]
     else:
-        convolutions = [Conv2D(16, 5, activation="relu"),
-                        MaxPool2D(2),
-                        Conv2D(8, 5, activation="relu")]
+        convolutions = [
+            Conv2D(16, 5, activation="relu"),
+            MaxPool2D(2),
+            Conv2D(8, 5, activation="relu"),
+        ]
     return Sequential(convolutions + [Flatten(), Dense(64, activation="relu"), Dense(latent_dim)])
 
 
@@ -95,15 +103,23 @@ def make_decoder(variant, latent_dim=2):
     """
     if variant == "strided":
         grid = (7, 7, 8)
-        deconvolutions = [Conv2DTranspose(16, 5, strides=2, padding="same", activation="relu"),  # 7 -> 14
-                          Conv2DTranspose(1, 5, strides=2, padding="same", activation="sigmoid")]  # 14 -> 28
+        # 7 -> 14
+        deconvolutions = [
+            Conv2DTranspose(16, 5, strides=2, padding="same", activation="relu"),
+            # 14 -> 28
+            Conv2DTranspose(1, 5, strides=2, padding="same", activation="sigmoid"),
+        ]
     else:
         grid = (8, 8, 8)
-        deconvolutions = [Conv2DTranspose(16, 5, activation="relu"),  # 8 -> 12
-                          UpSampling2D(2),  # 12 -> 24
-                          Conv2DTranspose(1, 5, activation="sigmoid")]  # 24 -> 28
-    return Sequential([Dense(64, activation="relu"), Dense(int(np.prod(grid)), activation="relu"),
-                       Reshape(grid)] + deconvolutions)
+        deconvolutions = [
+            Conv2DTranspose(16, 5, activation="relu"),  # 8 -> 12
+            UpSampling2D(2),  # 12 -> 24
+            Conv2DTranspose(1, 5, activation="sigmoid"),
+        ]  # 24 -> 28
+    return Sequential(
+        [Dense(64, activation="relu"), Dense(int(np.prod(grid)), activation="relu"), Reshape(grid)]
+        + deconvolutions
+    )
 
 
 # ---------------------------------------------------------------- the loss
@@ -147,6 +163,7 @@ def make_loss_fn(autoencoder, variant, noise_std=0.0, mask_fraction=0.0):
     For 'denoising' the autoencoder sees a corrupted copy of x, drawn afresh at every call,
     so every step and every epoch; fit()'s test-loss pass corrupts the test images too.
     """
+
     def loss_fn(x):
         inputs = corrupt(x, noise_std, mask_fraction) if variant == "denoising" else x
         return {"loss": binary_crossentropy(x, autoencoder(inputs))}
@@ -162,13 +179,14 @@ def predict(model, x, batch_size=256):
     outputs = []
     with minivae.no_grad():
         for start in range(0, len(x), batch_size):
-            outputs.append(model(to_device(x[start:start + batch_size])).numpy())
+            outputs.append(model(to_device(x[start : start + batch_size])).numpy())
     return np.concatenate(outputs)
 
 
 def plot_encodings(before, after, labels, path):
     """The lecture's two scatter plots side by side: the codes before and after training."""
-    cmap = colormaps["jet"].resampled(10)  # one colour per class, as the lecture's get_cmap('jet', 10)
+    # one colour per class, as the lecture's get_cmap('jet', 10)
+    cmap = colormaps["jet"].resampled(10)
     fig = Figure(figsize=(15, 7), layout="constrained")
     for i, (codes, when) in enumerate(((before, "before"), (after, "after"))):
         ax = fig.add_subplot(1, 2, i + 1)
@@ -188,7 +206,8 @@ def plot_images(rows, row_titles, column_titles, path):
     fig = Figure(figsize=(1.2 * n, 1.4 * len(rows) + 0.4), layout="constrained")
     for r, (images, row_title) in enumerate(zip(rows, row_titles)):
         ax = fig.add_subplot(len(rows), 1, r + 1)
-        ax.imshow(plots.tile(images[:n, ..., 0], n, pad=0), cmap="binary", vmin=0, vmax=1)  # as the lecture
+        # as the lecture
+        ax.imshow(plots.tile(images[:n, ..., 0], n, pad=0), cmap="binary", vmin=0, vmax=1)
         ax.set_xticks(28 * np.arange(n) + 14, column_titles if r == 0 else [], fontsize=8)
         ax.xaxis.tick_top()
         ax.tick_params(length=0)
@@ -201,25 +220,39 @@ def plot_images(rows, row_titles, column_titles, path):
 
 
 def parse_args(argv=None):
-    p = cli.Parser(prog="fashion_autoencoder.py",
-                   description="Train a CNN autoencoder on Fashion-MNIST (the lecture's example).")
+    p = cli.Parser(
+        prog="fashion_autoencoder.py",
+        description="Train a CNN autoencoder on Fashion-MNIST (the lecture's example).",
+    )
     p.add_argument("--variant", choices=VARIANTS, default="lecture")
     p.add_argument("--epochs", type=cli.positive_int, default=10)
     p.add_argument("--batch-size", type=cli.positive_int, default=64)
     p.add_argument("--lr", type=cli.positive_float, default=1e-3, help="Adam's learning rate")
-    p.add_argument("--latent-dim", type=cli.int_at_least(2), default=2,
-                   help="size of the code (>= 2: the plot shows z_1, z_2)")
+    p.add_argument(
+        "--latent-dim",
+        type=cli.int_at_least(2),
+        default=2,
+        help="size of the code (>= 2: the plot shows z_1, z_2)",
+    )
     p.add_argument("--seed", type=cli.seed, default=0)
     p.add_argument("--backend", choices=backend.BACKENDS, default="numpy")
     p.add_argument("--out", help="output folder (default runs/fashion_<variant>)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
-    p.add_argument("--limit", type=cli.positive_int,
-                   help="use only the first N training and N test images")
-    p.add_argument("--noise-std", type=cli.nonnegative_float, default=0.3,
-                   help="denoising: std of the Gaussian noise added to the inputs (0 for none)")
-    p.add_argument("--mask-fraction", type=cli.fraction, default=0.0,
-                   help="denoising: fraction of pixels set to 0 in each input (masking noise), "
-                        "in [0, 1)")
+    p.add_argument(
+        "--limit", type=cli.positive_int, help="use only the first N training and N test images"
+    )
+    p.add_argument(
+        "--noise-std",
+        type=cli.nonnegative_float,
+        default=0.3,
+        help="denoising: std of the Gaussian noise added to the inputs (0 for none)",
+    )
+    p.add_argument(
+        "--mask-fraction",
+        type=cli.fraction,
+        default=0.0,
+        help="denoising: fraction of pixels set to 0 in each input (masking noise), in [0, 1)",
+    )
     args = p.parse_args(argv)
     args.out = args.out or os.path.join("runs", f"fashion_{args.variant}")
     return args
@@ -234,7 +267,10 @@ def main(argv=None):
 
     # The data (labels only colour the plots).
     (x_train, _), (x_test, y_test) = load_data(args.limit)
-    say(f"Fashion-MNIST: {len(x_train)} training and {len(x_test)} test images, backend {args.backend}")
+    say(
+        f"Fashion-MNIST: {len(x_train)} training and {len(x_test)} test images, backend "
+        f"{args.backend}"
+    )
 
     # The encoder and the decoder, and their summaries (which build the weights).
     encoder = make_encoder(args.variant, args.latent_dim)
@@ -246,34 +282,59 @@ def main(argv=None):
         decoder.summary((args.latent_dim,))
 
     # Encodings of 1,000 test images before training.
-    shown = np.random.default_rng(args.seed).choice(len(x_test), min(N_ENCODINGS, len(x_test)), replace=False)
+    shown = np.random.default_rng(args.seed).choice(
+        len(x_test), min(N_ENCODINGS, len(x_test)), replace=False
+    )
     untrained_encodings = predict(encoder, x_test[shown])
 
     # Training: Adam on binary cross-entropy against the clean image.
     loss_fn = make_loss_fn(autoencoder, args.variant, args.noise_std, args.mask_fraction)
     optimizer = Adam(autoencoder.parameters(), lr=args.lr)
-    history = fit(autoencoder, loss_fn, optimizer, x_train, x_val=x_test, epochs=args.epochs,
-                  batch_size=args.batch_size, seed=args.seed, verbose=not args.quiet)
+    history = fit(
+        autoencoder,
+        loss_fn,
+        optimizer,
+        x_train,
+        x_val=x_test,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        verbose=not args.quiet,
+    )
     if len(history) == 0:
         raise cli.RunError(f"training stopped before its first epoch finished: {history.stopped}")
 
     # Encodings of the same test images after training, beside those before.
     trained_encodings = predict(encoder, x_test[shown])
-    plot_encodings(untrained_encodings, trained_encodings, y_test[shown], os.path.join(args.out, "encodings.png"))
+    plot_encodings(
+        untrained_encodings,
+        trained_encodings,
+        y_test[shown],
+        os.path.join(args.out, "encodings.png"),
+    )
 
     # Reconstructions of the first test image of each class.
     firsts = [int(np.argmax(y_test == c)) for c in range(10) if np.any(y_test == c)]
     names = [FASHION_MNIST_CLASSES[y_test[i]] for i in firsts]
     clean = x_test[firsts] / np.float32(255)
-    plot_images([clean, predict(autoencoder, x_test[firsts])], ["original", "reconstructed"], names,
-                os.path.join(args.out, "reconstructions.png"))
+    plot_images(
+        [clean, predict(autoencoder, x_test[firsts])],
+        ["original", "reconstructed"],
+        names,
+        os.path.join(args.out, "reconstructions.png"),
+    )
     if args.variant == "denoising":
         noisy = corrupt(to_device(x_test[firsts]), args.noise_std, args.mask_fraction).numpy()
-        plot_images([noisy, clean, predict(autoencoder, noisy)], ["noisy", "clean", "denoised"], names,
-                    os.path.join(args.out, "denoising.png"))
+        plot_images(
+            [noisy, clean, predict(autoencoder, noisy)],
+            ["noisy", "clean", "denoised"],
+            names,
+            os.path.join(args.out, "denoising.png"),
+        )
 
     metrics = {
-        "train_loss": history.metrics["loss"],  # each epoch's mean over its batches, as Keras prints
+        # each epoch's mean over its batches, as Keras prints
+        "train_loss": history.metrics["loss"],
         "test_loss": history.metrics["val_loss"],
         "sec_per_epoch": float(np.median(history.seconds)),  # training and the test-loss pass
         "stopped": history.stopped,  # why training ended early (a NaN), or None
@@ -281,8 +342,11 @@ def main(argv=None):
         "flags": vars(args),
     }
     files.write_json(os.path.join(args.out, "metrics.json"), metrics)
-    say(f"final train loss {metrics['train_loss'][-1]:.4f}, test loss {metrics['test_loss'][-1]:.4f}, "
-        f"{metrics['sec_per_epoch']:.1f} s per epoch (median); wrote {args.out}")
+    say(
+        f"final train loss {metrics['train_loss'][-1]:.4f}, test loss "
+        f"{metrics['test_loss'][-1]:.4f}, "
+        f"{metrics['sec_per_epoch']:.1f} s per epoch (median); wrote {args.out}"
+    )
     return metrics
 
 

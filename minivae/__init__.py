@@ -9,6 +9,7 @@ a new op is written with (``mv.record``, ``mv.lift``, ``mv.unbroadcast``,
 subpackages ``mv.nn``, ``mv.optim``, ``mv.distributions``, ``mv.vae``, ``mv.train``,
 ``mv.datasets``, ``mv.estimators``, ``mv.linalg`` and ``mv.graph`` (pictures of the graph).
 """
+
 # The subpackages (mv.optim.Adam, mv.nn.Dense, ...); each imports the engine it is built on.
 from . import datasets, distributions, estimators, graph, linalg, nn, optim, train, vae
 from .backend import BackendError, get_backend, seed, set_backend, to_numpy, use_backend

@@ -18,6 +18,7 @@ Backends
 Choose with ``set_backend(name)``, the ``use_backend(name)`` context manager, or
 the ``MINIVAE_BACKEND`` environment variable (read once, at import).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -33,7 +34,8 @@ class BackendError(RuntimeError):
 
 
 class Backend:
-    """An array namespace, its array type, the device arrays are placed on, and a seeded generator."""
+    """An array namespace, its array type, the device arrays are placed on, and a seeded
+    generator."""
 
     def __init__(self, name: str):
         self.name = name
@@ -43,8 +45,10 @@ class Backend:
             try:
                 import array_api_strict
             except ModuleNotFoundError:
-                raise BackendError("backend 'strict' needs array_api_strict, which is not "
-                                   "installed: `pip install array-api-strict`") from None
+                raise BackendError(
+                    "backend 'strict' needs array_api_strict, which is not "
+                    "installed: `pip install array-api-strict`"
+                ) from None
 
             self.xp, self.array_type = array_api_strict, type(array_api_strict.asarray(0.0))
             self.device = array_api_strict.Device("device1")
@@ -82,8 +86,10 @@ def _import_cupy():
                 "or use backend 'numpy'"
             ) from None
         # CuPy is there, but its own import failed (e.g. on a CUDA library it loads)
-        raise BackendError(f"backend 'cupy': CuPy is installed but cannot be imported "
-                           f"({_first_line(exc)}); {_CUDA_FIX}") from None
+        raise BackendError(
+            f"backend 'cupy': CuPy is installed but cannot be imported "
+            f"({_first_line(exc)}); {_CUDA_FIX}"
+        ) from None
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # CuPy raises its own CUDA error types
@@ -101,9 +107,11 @@ def _import_cupy():
 
 # CuPy's wheels bring no CUDA libraries of their own: the `[ctk]` extra (in minivae's `gpu`
 # extras) installs NVRTC, which compiles every elementwise kernel, and cuBLAS, for matmul.
-_CUDA_FIX = ("install the CUDA libraries with `pip install minivae[gpu]` (CUDA 12) or "
-             "`minivae[gpu-cuda13]` (CUDA 13), or install the CUDA toolkit; a driver older "
-             "than them fails here too: see `nvidia-smi`")
+_CUDA_FIX = (
+    "install the CUDA libraries with `pip install minivae[gpu]` (CUDA 12) or "
+    "`minivae[gpu-cuda13]` (CUDA 13), or install the CUDA toolkit; a driver older "
+    "than them fails here too: see `nvidia-smi`"
+)
 
 
 def _check_cupy_runs(cupy) -> None:
@@ -117,11 +125,15 @@ def _check_cupy_runs(cupy) -> None:
         try:  # what CuPy raises: DynamicLibNotFoundError, ImportError, its CUDA error types
             got = cupy.asnumpy(run(cupy.asarray(host)))
         except Exception as exc:  # noqa: BLE001
-            raise BackendError(f"backend 'cupy': the GPU is found but {what} fails "
-                               f"({type(exc).__name__}: {_first_line(exc)}); {_CUDA_FIX}") from None
+            raise BackendError(
+                f"backend 'cupy': the GPU is found but {what} fails "
+                f"({type(exc).__name__}: {_first_line(exc)}); {_CUDA_FIX}"
+            ) from None
         if not np.array_equal(got, expected):
-            raise BackendError(f"backend 'cupy': {what} gives wrong numbers "
-                               f"({got.tolist()} instead of {expected.tolist()}); {_CUDA_FIX}")
+            raise BackendError(
+                f"backend 'cupy': {what} gives wrong numbers "
+                f"({got.tolist()} instead of {expected.tolist()}); {_CUDA_FIX}"
+            )
 
 
 def _first_line(exc) -> str:
@@ -200,7 +212,8 @@ def to_numpy(x) -> np.ndarray:
 
     On the numpy backend this is the array itself, not a copy.
     """
-    if hasattr(x, "requires_grad"):  # a Tensor holds its array in .data (a NumPy array's .data is its buffer)
+    # a Tensor holds its array in .data (a NumPy array's .data is its buffer)
+    if hasattr(x, "requires_grad"):
         x = x.data
     if isinstance(x, (np.ndarray, np.generic)):
         return np.asarray(x)
@@ -278,5 +291,7 @@ def check_finite_array(a, what: str) -> None:
         raise ValueError(f"{what} has dtype {a.dtype}, expected real numbers")
     bad = int(np.count_nonzero(~np.isfinite(a)))
     if bad:
-        raise ValueError(f"{what} holds {bad} NaN or infinite values of {a.size} "
-                         "(saved from a run that blew up?); refusing to load it")
+        raise ValueError(
+            f"{what} holds {bad} NaN or infinite values of {a.size} "
+            "(saved from a run that blew up?); refusing to load it"
+        )

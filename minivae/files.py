@@ -1,4 +1,5 @@
 """Writing files so that a crash never leaves a half-written one under the real name."""
+
 from __future__ import annotations
 
 import contextlib
@@ -75,8 +76,10 @@ def write_json(path, data) -> None:
     (a strict reader rejects the file), and a result that holds one is a result gone wrong."""
     where = _non_finite(data, "")
     if where is not None:
-        raise ValueError(f"write_json: {os.fspath(path)}: {where[0] or 'the value'} is {where[1]}; "
-                         "JSON has no NaN or infinity (store None for a missing number)")
+        raise ValueError(
+            f"write_json: {os.fspath(path)}: {where[0] or 'the value'} is {where[1]}; "
+            "JSON has no NaN or infinity (store None for a missing number)"
+        )
     write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 

@@ -7,6 +7,7 @@ rule (g times the local derivative), record both with ``record``.
 Where the textbook formula overflows, the stable form is used and the comment
 says why (sigmoid, softplus, log_sigmoid, logsumexp).
 """
+
 from __future__ import annotations
 
 import numbers
@@ -116,7 +117,8 @@ def sigmoid(x):
 
 
 def softplus(x):
-    """log(1 + e^x) = max(x, 0) + log1p(e^-|x|): no overflow for large x, no log(1) for very negative x."""
+    """log(1 + e^x) = max(x, 0) + log1p(e^-|x|): no overflow for large x, no log(1) for very
+    negative x."""
     x = as_tensor(x)
     xp = _xp()
     out = xp.maximum(x.data, xp.zeros_like(x.data)) + xp.log1p(xp.exp(-xp.abs(x.data)))
@@ -156,9 +158,14 @@ def logsumexp(x, axis=-1, keepdims=False):
     kept = xp.log(total) + m
 
     def backward(g):  # d/dx_i = softmax(x)_i, as shifted / total: exp(x_i - logsumexp) would
-        return (xp.reshape(g, kept.shape) * (shifted / total),)  # lose digits when logsumexp is large
+        # lose digits when logsumexp is large
+        return (xp.reshape(g, kept.shape) * (shifted / total),)
 
-    out = kept if keepdims else xp.reshape(kept, tuple(n for i, n in enumerate(x.shape) if i not in axes))
+    out = (
+        kept
+        if keepdims
+        else xp.reshape(kept, tuple(n for i, n in enumerate(x.shape) if i not in axes))
+    )
     return record(out, (x,), backward, "logsumexp")
 
 
@@ -208,14 +215,18 @@ def where(condition, a, b):
     condition = condition.data if isinstance(condition, Tensor) else condition
     dtype = getattr(condition, "dtype", None)
     if str(dtype).split(".")[-1] != "bool":  # NumPy would take any truthy value
-        raise TypeError(f"where: condition must be a boolean array (e.g. x > 0), got "
-                        f"{type(condition).__name__} of dtype {dtype}")
+        raise TypeError(
+            f"where: condition must be a boolean array (e.g. x > 0), got "
+            f"{type(condition).__name__} of dtype {dtype}"
+        )
     broadcast_shapes(broadcast_shapes(a.shape, b.shape, "where"), tuple(condition.shape), "where")
     xp = _xp()
 
     def backward(g):
         zero = xp.zeros_like(g)
-        return unbroadcast(xp.where(condition, g, zero), a.shape), unbroadcast(xp.where(condition, zero, g), b.shape)
+        return unbroadcast(xp.where(condition, g, zero), a.shape), unbroadcast(
+            xp.where(condition, zero, g), b.shape
+        )
 
     return record(xp.where(condition, a.data, b.data), (a, b), backward, "where")
 
@@ -256,7 +267,9 @@ def concatenate(tensors, axis=0):
         lead = (slice(None),) * axis
         return tuple(g[lead + (slice(lo, hi), ...)] for lo, hi in zip(bounds[:-1], bounds[1:]))
 
-    return record(xp.concat([t.data for t in tensors], axis=axis), tuple(tensors), backward, "concatenate")
+    return record(
+        xp.concat([t.data for t in tensors], axis=axis), tuple(tensors), backward, "concatenate"
+    )
 
 
 def stack(tensors, axis=0):
@@ -285,12 +298,16 @@ def split(x, sections, axis=-1):
     if not isinstance(sections, (list, tuple)):
         sections = as_int(sections, "split", "sections (a number of parts or a list of sizes)", 1)
         if n % sections:
-            raise ValueError(f"split: axis {axis} of shape {x.shape} does not split into {sections} equal parts")
+            raise ValueError(
+                f"split: axis {axis} of shape {x.shape} does not split into {sections} equal parts"
+            )
         sizes = [n // sections] * sections
     else:
         sizes = [as_int(size, "split", f"each size in {list(sections)}", 0) for size in sections]
         if sum(sizes) != n:
-            raise ValueError(f"split: sizes {sizes} do not add up to {n}, axis {axis} of shape {x.shape}")
+            raise ValueError(
+                f"split: sizes {sizes} do not add up to {n}, axis {axis} of shape {x.shape}"
+            )
     lead, start, parts = (slice(None),) * axis, 0, []
     for size in sizes:
         parts.append(x[lead + (slice(start, start + size), ...)])
@@ -313,9 +330,13 @@ def pad(x, pad_width, value=0.0):
     middle; backward reads the middle back out.
     """
     x = as_tensor(x)
-    if len(pad_width) != x.ndim or any(not (is_int(lo) and is_int(hi) and lo >= 0 and hi >= 0)
-                                        for lo, hi in pad_width):
-        raise ValueError(f"pad: need {x.ndim} non-negative (before, after) pairs for shape {x.shape}, got {pad_width}")
+    if len(pad_width) != x.ndim or any(
+        not (is_int(lo) and is_int(hi) and lo >= 0 and hi >= 0) for lo, hi in pad_width
+    ):
+        raise ValueError(
+            f"pad: need {x.ndim} non-negative (before, after) pairs for shape {x.shape}, got "
+            f"{pad_width}"
+        )
     shape = tuple(n + lo + hi for n, (lo, hi) in zip(x.shape, pad_width))
     middle = tuple(slice(lo, lo + n) for n, (lo, _) in zip(x.shape, pad_width))
     out = backend.full(shape, value, x.dtype)

@@ -9,6 +9,7 @@ a few random directions, which tests every entry of the gradient at once. A
 non-scalar output y is reduced to the scalar <y, r> with a fixed random r, so
 one backward pass checks the whole Jacobian-vector product.
 """
+
 from __future__ import annotations
 
 import math
@@ -64,8 +65,10 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0) -> bool:
             return (plus - minus) / (2 * eps)
 
         if base.size <= FULL_CHECK_SIZE:
-            checks = [(f"coordinate {idx}", np.eye(1, base.size, k).reshape(base.shape), analytic[idx])
-                      for k, idx in enumerate(np.ndindex(base.shape))]
+            checks = [
+                (f"coordinate {idx}", np.eye(1, base.size, k).reshape(base.shape), analytic[idx])
+                for k, idx in enumerate(np.ndindex(base.shape))
+            ]
         else:
             checks = []
             for d in range(DIRECTIONS):
@@ -77,8 +80,10 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0) -> bool:
             n = along(v)
             if not np.isfinite(n):  # NaN would fail every comparison below, and so pass
                 raise GradcheckError(
-                    f"gradcheck: input {i} (shape {x.shape}), at {where}: the numeric derivative is "
-                    f"{n} (the function is not finite within eps {eps} of the point)")
+                    f"gradcheck: input {i} (shape {x.shape}), at {where}: the numeric derivative "
+                    "is "
+                    f"{n} (the function is not finite within eps {eps} of the point)"
+                )
             excess = abs(a - n) - (atol + rtol * abs(n))
             if excess > 0 and (worst is None or excess > worst[0]):
                 worst = (excess, where, a, n)
@@ -105,8 +110,10 @@ def _check_finite(what: str, values: np.ndarray) -> None:
     bad = ~np.isfinite(values)
     if bad.any():
         first = tuple(int(k) for k in np.argwhere(bad)[0])
-        raise GradcheckError(f"gradcheck: {what} is not finite: {values[first]} at coordinate "
-                             f"{first} ({int(bad.sum())} of {values.size} entries)")
+        raise GradcheckError(
+            f"gradcheck: {what} is not finite: {values[first]} at coordinate "
+            f"{first} ({int(bad.sum())} of {values.size} entries)"
+        )
 
 
 def _float64_leaf(x, i) -> Tensor:

@@ -21,6 +21,7 @@ Reads from the device: shapes only, plus one read per 0-d constant (its value, f
 label) and, for gradients, one per norm (``||g||`` is summed on the device, one number
 comes back). Graphviz's ``dot`` program renders the text; no Python package is needed.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,9 +35,11 @@ from .files import atomic_write
 from .nn.module import Module
 from .tensor import Tensor, no_grad
 
-INSTALL = ("the Graphviz program `dot` is not on PATH; install Graphviz: "
-           "apt-get install graphviz (Debian/Ubuntu), brew install graphviz (macOS), "
-           "conda install -c conda-forge graphviz (conda)")
+INSTALL = (
+    "the Graphviz program `dot` is not on PATH; install Graphviz: "
+    "apt-get install graphviz (Debian/Ubuntu), brew install graphviz (macOS), "
+    "conda install -c conda-forge graphviz (conda)"
+)
 STYLE = {  # kind of node: (fill, border, text colour, style)
     "op": ("#dbe9f6", "#2b6cb0", "black", "rounded,filled"),
     "param": ("#fde68a", "#b7791f", "black", "filled"),
@@ -46,9 +49,12 @@ STYLE = {  # kind of node: (fill, border, text colour, style)
     "layer": ("#dbe9f6", "#2b6cb0", "black", "filled"),
 }
 RED = "#d62728"
-HEADER = ['digraph minivae {', "  rankdir=TB; nodesep=0.3; ranksep=0.4; newrank=true;",
-          '  node [fontname="Helvetica", fontsize=11, shape=box, margin="0.12,0.05"];',
-          '  edge [color="#333333", arrowsize=0.7];']
+HEADER = [
+    "digraph minivae {",
+    "  rankdir=TB; nodesep=0.3; ranksep=0.4; newrank=true;",
+    '  node [fontname="Helvetica", fontsize=11, shape=box, margin="0.12,0.05"];',
+    '  edge [color="#333333", arrowsize=0.7];',
+]
 NO_GRADIENT_EDGE = ' [style=dashed, color="#999999"]'
 
 
@@ -79,8 +85,9 @@ def layers():
         Module._calls = previous
 
 
-def capture(tensor: Tensor, model: Module | None = None, names: dict | None = None,
-            layers=None) -> Graph:
+def capture(
+    tensor: Tensor, model: Module | None = None, names: dict | None = None, layers=None
+) -> Graph:
     """The structure of the graph that made `tensor`, copied so that it survives backward().
 
     model:  names the parameters (``encoder.layers.1.kernel``) and the layers.
@@ -129,8 +136,10 @@ class Graph:
         if not isinstance(output, Tensor):
             raise TypeError(f"graph.capture: expected a Tensor, got {type(output).__name__}")
         if output.grad_fn is not None and not output.parents:
-            raise ValueError("graph.capture: backward() has already freed this tensor's graph; "
-                             "capture it before calling backward()")
+            raise ValueError(
+                "graph.capture: backward() has already freed this tensor's graph; "
+                "capture it before calling backward()"
+            )
         self.output, self.nodes = output, _all_nodes(output)
         self.index = {id(t): i for i, t in enumerate(self.nodes)}
         self.parents = [tuple(self.index[id(p)] for p in t.parents) for t in self.nodes]
@@ -158,8 +167,11 @@ class Graph:
         for m, _, out in calls:
             if self.module_names.get(id(m)) and next(m.children(), None) is None:
                 self.layers[self.module_names[id(m)]] = (out, list(m.named_parameters()))
-        self.scalars = {i: float(backend.to_numpy(t.data)) for i, t in enumerate(self.nodes)
-                        if self.kinds[i] == "constant" and t.ndim == 0 and id(t) not in self.names}
+        self.scalars = {
+            i: float(backend.to_numpy(t.data))
+            for i, t in enumerate(self.nodes)
+            if self.kinds[i] == "constant" and t.ndim == 0 and id(t) not in self.names
+        }
 
     def __repr__(self):
         ops = self.kinds.count("op")
@@ -212,20 +224,30 @@ class Graph:
         backward to its parents, or into a leaf's ``.grad``."""
         if self.walk is None:
             raise RuntimeError("Graph.walk_text: no walk recorded yet; run Graph.backward() first")
-        lines = [f"backward() from {self.name(len(self.nodes) - 1)}: {len(self.walk)} steps, "
-                 + "each tensor after all the tensors made from it"]
+        lines = [
+            f"backward() from {self.name(len(self.nodes) - 1)}: {len(self.walk)} steps, "
+            + "each tensor after all the tensors made from it"
+        ]
         for step, (i, shape, norm) in enumerate(self.walk, 1):
             on = [self.name(p) for p in self.parents[i] if self.nodes[p].requires_grad]
             uses = [self.name(c) for c in self.children[i] if self.nodes[c].requires_grad]
             summed = f"  [sum of {len(uses)} uses: {', '.join(uses)}]" if len(uses) > 1 else ""
-            lines.append(f"{step:4d}. {self.name(i)} {_shape(self.nodes[i].shape)}: "
-                         f"gradient {_shape(shape)}, ||g|| = {norm:.4g} "
-                         f"-> {', '.join(on) if on else 'its .grad'}{summed}")
+            lines.append(
+                f"{step:4d}. {self.name(i)} {_shape(self.nodes[i].shape)}: "
+                f"gradient {_shape(shape)}, ||g|| = {norm:.4g} "
+                f"-> {', '.join(on) if on else 'its .grad'}{summed}"
+            )
         return "\n".join(lines)
 
     # --- the picture ------------------------------------------------------------------------
-    def to_dot(self, grads: bool = False, collapse: bool = False, highlight: dict | None = None,
-               legend: bool = True, title: str | None = None) -> str:
+    def to_dot(
+        self,
+        grads: bool = False,
+        collapse: bool = False,
+        highlight: dict | None = None,
+        legend: bool = True,
+        title: str | None = None,
+    ) -> str:
         """Graphviz DOT text: an edge from each tensor to each op that uses it, inputs on top.
 
         grads:     also write what each leaf received (``.grad``'s shape and norm, or "received
@@ -235,12 +257,18 @@ class Graph:
                    layer holds (e.g. the reparameterisation z = mu + sigma * eps).
         legend:    a key to the colours.
         """
-        marked = {self.index[id(t)]: label for label, ts in (highlight or {}).items()
-                  for t in ts if id(t) in self.index}
+        marked = {
+            self.index[id(t)]: label
+            for label, ts in (highlight or {}).items()
+            for t in ts
+            if id(t) in self.index
+        }
         layer_of = {i: name for i, name in self.owner.items() if collapse and name in self.layers}
         walked = {i: norm for i, _, norm in (self.walk or [])}
-        ids = [f"layer_{_ident(layer_of[i])}" if i in layer_of else f"n{i}"
-               for i in range(len(self.nodes))]
+        ids = [
+            f"layer_{_ident(layer_of[i])}" if i in layer_of else f"n{i}"
+            for i in range(len(self.nodes))
+        ]
         groups, drawn = {}, set()  # box (a module's name, ("highlight", label), or None) -> nodes
         for i in range(len(self.nodes)):
             if i in self.scalars or ids[i] in drawn:
@@ -276,15 +304,23 @@ class Graph:
         if kind == "op":
             op = t.op
             if any(p in self.scalars for p in self.parents[i]):  # e.g. multiply(·, 0.5)
-                op += "(" + ", ".join(_number(self.scalars[p]) if p in self.scalars else "·"
-                                      for p in self.parents[i]) + ")"
+                op += (
+                    "("
+                    + ", ".join(
+                        _number(self.scalars[p]) if p in self.scalars else "·"
+                        for p in self.parents[i]
+                    )
+                    + ")"
+                )
             text = [f"{given} = {op}" if given else op, _shape(t.shape)]
         elif kind == "param":
             text = [self.param_names[id(t)], _shape(t.shape)]
         else:
             made = "" if t.op == "leaf" else f", made by {t.op}"  # e.g. a reshape of data
-            text = [given or {"input": "data", "constant": "constant", "leaf": "leaf"}[kind],
-                    _shape(t.shape) + made]
+            text = [
+                given or {"input": "data", "constant": "constant", "leaf": "leaf"}[kind],
+                _shape(t.shape) + made,
+            ]
         if t.dtype != self.output.dtype:
             text[1] += " " + str(t.dtype).split(".")[-1]
         if grads:
@@ -329,11 +365,14 @@ class Graph:
         """The node lines, each module's inside a labelled box, nested in the boxes around it."""
         out = ["  " + line for line in groups.get(None, [])]
         for k, key in enumerate(key for key in groups if isinstance(key, tuple)):
-            out += [f"  subgraph cluster_highlight_{k} {{",
-                    f'    label="{_esc(key[1])}"; fontname="Helvetica-Bold"; fontsize=12;',
-                    f'    fontcolor="{RED}"; labeljust=l;',
-                    f'    style="rounded,dashed"; color="{RED}"; penwidth=1.5;',
-                    *("    " + line for line in groups[key]), "  }"]
+            out += [
+                f"  subgraph cluster_highlight_{k} {{",
+                f'    label="{_esc(key[1])}"; fontname="Helvetica-Bold"; fontsize=12;',
+                f'    fontcolor="{RED}"; labeljust=l;',
+                f'    style="rounded,dashed"; color="{RED}"; penwidth=1.5;',
+                *("    " + line for line in groups[key]),
+                "  }",
+            ]
         named = {key for key in groups if isinstance(key, str)}
         for name in list(named):  # and every module around one of them
             while (name := self._box_around(name)) is not None:
@@ -342,8 +381,9 @@ class Graph:
         def emit(name, pad):
             out.append(f"{pad}subgraph cluster_{_ident(name)} {{")
             out.append(f'{pad}  label="{_esc(name)} {self.module_types[name]}"; labeljust=l;')
-            out.append(f'{pad}  fontname="Helvetica"; fontsize=11; style="rounded"; '
-                       + 'color="#7f9cc0";')
+            out.append(
+                f'{pad}  fontname="Helvetica"; fontsize=11; style="rounded"; ' + 'color="#7f9cc0";'
+            )
             out.extend(f"{pad}  {line}" for line in groups.get(name, []))
             for inner in sorted(n for n in named if self._box_around(n) == name):
                 emit(inner, pad + "  ")
@@ -358,8 +398,12 @@ class Graph:
         """The picture as bytes, "svg" or "png", drawn by Graphviz's `dot` (options: to_dot)."""
         if fmt not in ("svg", "png"):
             raise ValueError(f"Graph.render: format {fmt!r} is not one of 'svg', 'png'")
-        done = subprocess.run([find_dot(), f"-T{fmt}"], input=self.to_dot(**options).encode(),
-                              capture_output=True, check=False)  # dot's own message is raised below
+        done = subprocess.run(
+            [find_dot(), f"-T{fmt}"],
+            input=self.to_dot(**options).encode(),
+            capture_output=True,
+            check=False,
+        )  # dot's own message is raised below
         if done.returncode != 0:
             message = " ".join(done.stderr.decode(errors="replace").split())
             raise RuntimeError(f"graph.draw: dot failed (exit {done.returncode}): {message}")
@@ -469,10 +513,19 @@ def _ident(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name)
 
 
-LEGEND = ["  subgraph cluster_legend {",
-          '    label="key"; fontname="Helvetica"; fontsize=11; style="rounded"; color="#bbbbbb";',
-          *("    " + _node_line(f"legend_{k}", [text], kind, fontsize=10) for k, (text, kind) in
-            enumerate([("op on a gradient path", "op"), ("parameter: receives .grad", "param"),
-                       ("data or constant: no gradient", "constant")])),
-          "    legend_0 -> legend_1 -> legend_2 [style=invis];",
-          "  }"]
+LEGEND = [
+    "  subgraph cluster_legend {",
+    '    label="key"; fontname="Helvetica"; fontsize=11; style="rounded"; color="#bbbbbb";',
+    *(
+        "    " + _node_line(f"legend_{k}", [text], kind, fontsize=10)
+        for k, (text, kind) in enumerate(
+            [
+                ("op on a gradient path", "op"),
+                ("parameter: receives .grad", "param"),
+                ("data or constant: no gradient", "constant"),
+            ]
+        )
+    ),
+    "    legend_0 -> legend_1 -> legend_2 [style=invis];",
+    "  }",
+]

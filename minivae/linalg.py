@@ -11,6 +11,7 @@ triangular and a positive diagonal. Then no inverse is ever formed:
 The latent spaces of a VAE are small (l = 2 in the lecture), so the Python loops
 over rows below are cheap and read like the textbook algorithm.
 """
+
 from __future__ import annotations
 
 import functools
@@ -84,7 +85,10 @@ def tril_solve(L, b):
     L = as_tensor(L)
     b = lift(b, L, "tril_solve")
     if L.ndim < 2 or L.shape[-1] != L.shape[-2] or b.ndim < 1 or b.shape[-1] != L.shape[-1]:
-        raise ValueError(f"tril_solve: expected L of shape (..., l, l) and b of shape (..., l), got {L.shape} and {b.shape}")
+        raise ValueError(
+            f"tril_solve: expected L of shape (..., l, l) and b of shape (..., l), got {L.shape} "
+            f"and {b.shape}"
+        )
     broadcast_shapes(L.shape[:-2], b.shape[:-1], "tril_solve")
     xp = backend.xp()
     y = _forward_substitution(L.data, b.data)
@@ -120,7 +124,8 @@ def fill_tril(diag, strictly_lower):
     m = n * (n - 1) // 2
     if strictly_lower.shape[-1] != m:
         raise ValueError(
-            f"fill_tril: a {n}x{n} factor has {m} strictly-lower entries, got {strictly_lower.shape[-1]} "
+            f"fill_tril: a {n}x{n} factor has {m} strictly-lower entries, got "
+            f"{strictly_lower.shape[-1]} "
             f"(diagonal of shape {diag.shape}, entries of shape {strictly_lower.shape})"
         )
     dtype = backend.float_name(diag.dtype)

@@ -5,6 +5,7 @@ device). ``step()`` reads each ``p.grad`` and updates ``p.data`` in place of the
 old array; no graph is recorded. ``state_dict()`` / ``load_state_dict()`` carry the
 state through a checkpoint so training resumes exactly.
 """
+
 from __future__ import annotations
 
 import math
@@ -96,8 +97,9 @@ class Optimizer:
             check_finite_array(state[key], f"{name}.load_state_dict: state {key}")
         t = np.asarray(state["t"])
         if t.shape != () or t.dtype.kind not in "iuf" or not np.isfinite(t) or t < 0 or t != int(t):
-            raise ValueError(f"{name}.load_state_dict: step count t must be a whole number >= 0, "
-                             f"got {t!r}")
+            raise ValueError(
+                f"{name}.load_state_dict: step count t must be a whole number >= 0, got {t!r}"
+            )
 
 
 class SGD(Optimizer):
@@ -130,7 +132,9 @@ class Adam(Optimizer):
     and PyTorch, beside sqrt(v_hat); how that differs from Keras: docs/vae.md ("Adam's eps").
     """
 
-    def __init__(self, params, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-7):
+    def __init__(
+        self, params, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-7
+    ):
         super().__init__(params, lr)
         self.beta1 = _hyper(self, "beta1", beta1, 0.0, 1.0, high_open=True)
         self.beta2 = _hyper(self, "beta2", beta2, 0.0, 1.0, high_open=True)
@@ -159,6 +163,8 @@ def _hyper(optimizer, name: str, value, low: float, high: float, high_open: bool
     if not ok:
         close = ")" if high_open else "]"
         interval = f"[{low:g}, {high:g}{close}" if math.isfinite(high) else f"[{low:g}, inf)"
-        raise ValueError(f"{type(optimizer).__name__}: {name} must be a finite number in {interval}, "
-                         f"got {value!r}")
+        raise ValueError(
+            f"{type(optimizer).__name__}: {name} must be a finite number in {interval}, "
+            f"got {value!r}"
+        )
     return float(value)

@@ -21,6 +21,7 @@ Every op below is written the same way: compute the output array, define
 ``unbroadcast`` and ``normalize_axes`` are public: they are all a new op needs
 (docs/autodiff.md, "Write your own op").
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -97,8 +98,10 @@ class Tensor:
         """The value of a one-element tensor as a Python float: one device-to-host read
         (on a GPU it waits for everything queued before it). ``float(t)`` does the same."""
         if self.size != 1:
-            raise ValueError(f"item(): a tensor of shape {self.shape} has {self.size} elements, "
-                             "not one; index or reduce it first, or use .numpy()")
+            raise ValueError(
+                f"item(): a tensor of shape {self.shape} has {self.size} elements, "
+                "not one; index or reduce it first, or use .numpy()"
+            )
         return float(backend.to_numpy(self.data).reshape(-1)[0])
 
     __float__ = item
@@ -265,7 +268,8 @@ class Tensor:
         kept = tuple(1 if i in axes else n for i, n in enumerate(self.shape))
 
         def backward(g):  # every summed element gets the same gradient
-            # (added to zeros, not broadcast_to: a leaf's .grad must be a writable array, not a view)
+            # (added to zeros, not broadcast_to: a leaf's .grad must be a writable array, not a
+            # view)
             return (xp.zeros_like(self.data) + xp.reshape(g, kept),)
 
         return record(xp.sum(self.data, axis=axes, keepdims=keepdims), (self,), backward, "sum")
@@ -273,18 +277,24 @@ class Tensor:
     def mean(self, axis=None, keepdims=False):
         count = int(np.prod([self.shape[i] for i in normalize_axes(axis, self.ndim, "mean")]))
         if count == 0:  # 0 / 0: an empty batch would give a NaN loss
-            raise ValueError(f"mean: over no elements (axis {axis} of shape {self.shape}); "
-                             "an empty batch?")
+            raise ValueError(
+                f"mean: over no elements (axis {axis} of shape {self.shape}); an empty batch?"
+            )
         return self.sum(axis, keepdims) / count
 
     def reshape(self, *shape):
-        shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        shape = (
+            tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        )
         shape = tuple(as_int(n, "reshape", f"size in {shape}", -1) for n in shape)
         xp = backend.xp()
         try:
             out = xp.reshape(self.data, shape)
         except ValueError:
-            raise ValueError(f"reshape: cannot reshape {self.shape} ({self.size} elements) to {shape}") from None
+            raise ValueError(
+                f"reshape: cannot reshape {self.shape} ({self.size} elements) to {shape}"
+            ) from None
+
         def backward(g):  # the same numbers, in the input's shape
             return (xp.reshape(g, self.shape),)
 
@@ -294,7 +304,10 @@ class Tensor:
         axes = tuple(axes[0]) if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
         axes = axes or tuple(reversed(range(self.ndim)))
         if sorted(axes) != list(range(self.ndim)):
-            raise ValueError(f"transpose: axes {axes} are not a permutation of the {self.ndim} axes of {self.shape}")
+            raise ValueError(
+                f"transpose: axes {axes} are not a permutation of the {self.ndim} axes of "
+                f"{self.shape}"
+            )
         inverse = tuple(int(i) for i in np.argsort(axes))
         xp = backend.xp()
 
@@ -340,15 +353,18 @@ def _one_per_parent(node: Tensor, grads) -> tuple:
     if not isinstance(grads, (tuple, list)) or len(grads) != len(node.parents):
         is_seq = isinstance(grads, (tuple, list))
         got = f"{len(grads)} gradients" if is_seq else type(grads).__name__
-        raise TypeError(f"backward of {node.op!r}: must return a tuple of one gradient (or None) "
-                        f"per parent ({len(node.parents)}), got {got}")
+        raise TypeError(
+            f"backward of {node.op!r}: must return a tuple of one gradient (or None) "
+            f"per parent ({len(node.parents)}), got {got}"
+        )
     for i, (p, g) in enumerate(zip(node.parents, grads)):
         if g is not None and (tuple(g.shape) != p.shape or g.dtype != p.dtype):
-            raise ValueError(f"backward of {node.op!r}: the gradient for parent {i} has shape "
-                             f"{tuple(g.shape)} and dtype {_dtype_text(g.dtype)}; the parent has "
-                             f"{p.shape} and {_dtype_text(p.dtype)}")
+            raise ValueError(
+                f"backward of {node.op!r}: the gradient for parent {i} has shape "
+                f"{tuple(g.shape)} and dtype {_dtype_text(g.dtype)}; the parent has "
+                f"{p.shape} and {_dtype_text(p.dtype)}"
+            )
     return grads
-
 
 
 def record(data, parents, backward, name: str) -> Tensor:
@@ -382,17 +398,23 @@ def lift(x, like: Tensor, op: str) -> Tensor:
         return Tensor(backend.full((), float(x), like.dtype))
     if backend.is_array(x):
         if backend.float_name(x.dtype) is None:  # say what it is, not the float32 it would become
-            raise TypeError(f"{op}: mixing {backend.float_name(like.dtype)} and an array of "
-                            f"{_dtype_text(x.dtype)}; convert it explicitly, "
-                            f"e.g. Tensor(x, dtype=\"{backend.float_name(like.dtype)}\")")
+            raise TypeError(
+                f"{op}: mixing {backend.float_name(like.dtype)} and an array of "
+                f"{_dtype_text(x.dtype)}; convert it explicitly, "
+                f'e.g. Tensor(x, dtype="{backend.float_name(like.dtype)}")'
+            )
         x = Tensor(x)
     if isinstance(x, Tensor):
         if x._backend != like._backend:
-            raise TypeError(f"{op}: mixing tensors from backends {like._backend!r} and {x._backend!r}")
+            raise TypeError(
+                f"{op}: mixing tensors from backends {like._backend!r} and {x._backend!r}"
+            )
         if x.dtype != like.dtype:  # promotion would silently turn a float32 model into float64
             want = backend.float_name(like.dtype)
-            raise TypeError(f"{op}: mixing {want} and {backend.float_name(x.dtype)}; "
-                            f'convert one explicitly, e.g. Tensor(x, dtype="{want}")')
+            raise TypeError(
+                f"{op}: mixing {want} and {backend.float_name(x.dtype)}; "
+                f'convert one explicitly, e.g. Tensor(x, dtype="{want}")'
+            )
         return x
     raise TypeError(
         f"{op}: cannot combine a Tensor on backend {like._backend!r} with {type(x).__module__}."
@@ -463,7 +485,9 @@ def broadcast_shapes(s1, s2, op: str = "broadcast") -> tuple:
         n1 = s1[-i] if i <= len(s1) else 1
         n2 = s2[-i] if i <= len(s2) else 1
         if n1 != n2 and 1 not in (n1, n2):
-            raise ValueError(f"{op}: shapes {tuple(s1)} and {tuple(s2)} cannot be broadcast together")
+            raise ValueError(
+                f"{op}: shapes {tuple(s1)} and {tuple(s2)} cannot be broadcast together"
+            )
         out.append(max(n1, n2) if 1 in (n1, n2) else n1)
     return tuple(reversed(out))
 
@@ -508,7 +532,8 @@ def as_int(value, op: str, what: str, minimum: int | None = None) -> int:
     if not is_int(value) or (minimum is not None and value < minimum):
         expected = "an integer" if minimum is None else f"an integer >= {minimum}"
         raise (TypeError if not is_int(value) else ValueError)(
-            f"{op}: {what} must be {expected}, got {value!r}")
+            f"{op}: {what} must be {expected}, got {value!r}"
+        )
     return int(value)
 
 
@@ -537,8 +562,9 @@ def _real_host_array(data) -> np.ndarray:
     try:
         host = backend.to_numpy(data) if hasattr(data, "dtype") else np.asarray(data)
     except (TypeError, ValueError) as exc:  # ragged lists, say
-        raise TypeError(f"Tensor: cannot make an array of {type(data).__name__} data "
-                        f"({exc})") from None
+        raise TypeError(
+            f"Tensor: cannot make an array of {type(data).__name__} data ({exc})"
+        ) from None
     if host.dtype.kind not in "biuf":
         got = "None" if data is None else f"{type(data).__name__} of dtype {host.dtype}"
         raise TypeError(f"Tensor: expected real numbers (a number, a list or an array), got {got}")
@@ -548,4 +574,3 @@ def _real_host_array(data) -> np.ndarray:
 def _dtype_text(dtype) -> str:
     """A dtype's short name on every backend ('int64', not 'array_api_strict.int64')."""
     return str(dtype).split(".")[-1]
-

@@ -18,6 +18,7 @@ the metrics are summed on the device and read back at the end of the training
 pass and of the validation pass, so a GPU is never made to wait for the host in
 the middle of an epoch.
 """
+
 from __future__ import annotations
 
 import json
@@ -61,11 +62,18 @@ def _loss_parts(parts, who: str) -> dict:
     """loss_fn's answer, refused unless it is a dict of Tensors holding "loss"."""
     tensors = isinstance(parts, dict) and all(isinstance(v, Tensor) for v in parts.values())
     if not tensors or "loss" not in parts:
-        kinds = sorted({type(v).__name__ for v in parts.values()}) if isinstance(parts, dict) else []
-        got = (f"a dict with keys {sorted(parts)} and values {kinds}" if isinstance(parts, dict)
-               else type(parts).__name__)
-        raise ValueError(f"{who}: loss_fn must return a dict of scalar Tensors with key 'loss' "
-                         f"(e.g. {{'loss': loss}}), got {got}")
+        kinds = (
+            sorted({type(v).__name__ for v in parts.values()}) if isinstance(parts, dict) else []
+        )
+        got = (
+            f"a dict with keys {sorted(parts)} and values {kinds}"
+            if isinstance(parts, dict)
+            else type(parts).__name__
+        )
+        raise ValueError(
+            f"{who}: loss_fn must return a dict of scalar Tensors with key 'loss' "
+            f"(e.g. {{'loss': loss}}), got {got}"
+        )
     return parts
 
 
@@ -97,8 +105,14 @@ class History:
 
     def to_json(self) -> str:
         # json writes a float as its shortest exact repr, so the numbers survive bit for bit
-        return json.dumps({"metrics": self.metrics, "seconds": self.seconds,
-                           "seed": self.seed, "stopped": self.stopped})
+        return json.dumps(
+            {
+                "metrics": self.metrics,
+                "seconds": self.seconds,
+                "seed": self.seed,
+                "stopped": self.stopped,
+            }
+        )
 
     @classmethod
     def from_json(cls, text: str, best_weights=None) -> History:
@@ -109,8 +123,9 @@ class History:
             got = sorted(data) if isinstance(data, dict) else type(data).__name__
             raise ValueError(f"History.from_json: expected the fields {sorted(fields)}, got {got}")
         if any(len(values) != len(data["seconds"]) for values in data["metrics"].values()):
-            raise ValueError("History.from_json: the metrics and seconds hold different numbers "
-                             "of epochs")
+            raise ValueError(
+                "History.from_json: the metrics and seconds hold different numbers of epochs"
+            )
         return cls(**data, best_weights=best_weights)
 
     def to_csv(self) -> str:
@@ -138,7 +153,9 @@ class _Sums:
         xp = backend.xp()
         for name, value in _loss_parts(parts, "fit").items():
             if value.ndim != 0:
-                raise ValueError(f"fit: loss_fn must return scalar Tensors; {name!r} has shape {value.shape}")
+                raise ValueError(
+                    f"fit: loss_fn must return scalar Tensors; {name!r} has shape {value.shape}"
+                )
             weighted = xp.astype(value.data, xp.float64)
             if reduction == "mean":
                 weighted = weighted * n
@@ -156,11 +173,12 @@ def _read_means(*all_sums: _Sums) -> dict[str, float]:
 
 def _batches(order: np.ndarray, batch_size: int):
     for start in range(0, len(order), batch_size):
-        yield order[start:start + batch_size]
+        yield order[start : start + batch_size]
 
 
-def _validation_sums(model, loss_fn, x: np.ndarray, batch_size: int, prefix: str,
-                     reduction: str) -> _Sums:
+def _validation_sums(
+    model, loss_fn, x: np.ndarray, batch_size: int, prefix: str, reduction: str
+) -> _Sums:
     was_training = model.training
     model.eval()
     sums = _Sums(prefix)
@@ -171,8 +189,9 @@ def _validation_sums(model, loss_fn, x: np.ndarray, batch_size: int, prefix: str
     return sums
 
 
-def evaluate(model, loss_fn, x: np.ndarray, batch_size: int = 100,
-             reduction: str = "mean") -> dict[str, float]:
+def evaluate(
+    model, loss_fn, x: np.ndarray, batch_size: int = 100, reduction: str = "mean"
+) -> dict[str, float]:
     """The per-example mean of every metric of loss_fn over `x`, in evaluation mode, without
     gradients (`reduction` as in fit; uint8 images are scaled to [0, 1], see to_device)."""
     _check_reduction("evaluate", reduction)
@@ -197,10 +216,23 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
-def fit(model, loss_fn, optimizer, x_train: np.ndarray, x_val: np.ndarray | None = None, *,
-        epochs: int, batch_size: int = 32, seed: int = 0, patience: int | None = None,
-        verbose: bool = True, on_epoch_end=None, history: History | None = None, step=None,
-        reduction: str = "mean") -> History:
+def fit(
+    model,
+    loss_fn,
+    optimizer,
+    x_train: np.ndarray,
+    x_val: np.ndarray | None = None,
+    *,
+    epochs: int,
+    batch_size: int = 32,
+    seed: int = 0,
+    patience: int | None = None,
+    verbose: bool = True,
+    on_epoch_end=None,
+    history: History | None = None,
+    step=None,
+    reduction: str = "mean",
+) -> History:
     """Train `model` for up to `epochs` epochs; return the History.
 
     loss_fn(batch) -> dict of scalar Tensors with key "loss" (minimised); the other
@@ -234,8 +266,10 @@ def fit(model, loss_fn, optimizer, x_train: np.ndarray, x_val: np.ndarray | None
     """
     history = history if history is not None else History(seed=seed)
     if history.seed != seed:
-        raise ValueError(f"fit: this run was started with seed {history.seed}, not {seed}; "
-                         "resuming with another seed would not continue it")
+        raise ValueError(
+            f"fit: this run was started with seed {history.seed}, not {seed}; "
+            "resuming with another seed would not continue it"
+        )
     epochs = as_int(epochs, "fit", "epochs", 0)
     seed = as_int(seed, "fit", "seed", 0)
     batch_size = as_int(batch_size, "fit", "batch_size", 1)
@@ -268,9 +302,11 @@ def fit(model, loss_fn, optimizer, x_train: np.ndarray, x_val: np.ndarray | None
         if broken:
             model.load_state_dict(last_good[0])
             optimizer.load_state_dict(last_good[1])  # Adam's moments would hold the NaNs too
-            history.stopped = (f"epoch {epoch + 1}: {broken[0]} became {means[broken[0]]}; stopped and restored "
-                               f"the weights and optimiser state from the start of that epoch "
-                               f"(try a smaller learning rate)")
+            history.stopped = (
+                f"epoch {epoch + 1}: {broken[0]} became {means[broken[0]]}; stopped and restored "
+                f"the weights and optimiser state from the start of that epoch "
+                f"(try a smaller learning rate)"
+            )
             print(f"fit: {history.stopped}", file=sys.stderr)
             break
 
@@ -282,10 +318,14 @@ def fit(model, loss_fn, optimizer, x_train: np.ndarray, x_val: np.ndarray | None
             if best == epoch:
                 history.best_weights = model.state_dict()
             elif epoch - best >= patience:
-                history.stopped = (f"early stopping: {monitor} has not improved for {patience} epochs; "
-                                   f"best was epoch {best + 1}")
+                history.stopped = (
+                    f"early stopping: {monitor} has not improved for {patience} epochs; "
+                    f"best was epoch {best + 1}"
+                )
         if verbose:
-            print(f"Epoch {epoch + 1}/{epochs}\n{_progress_line(means, steps, seconds)}", flush=True)
+            print(
+                f"Epoch {epoch + 1}/{epochs}\n{_progress_line(means, steps, seconds)}", flush=True
+            )
             if history.stopped:
                 print(history.stopped, flush=True)
         if on_epoch_end is not None:
@@ -304,7 +344,9 @@ def _check_rows(who: str, name: str, x) -> None:
 
 def _progress_line(means: dict, steps: int, seconds: float) -> str:
     """Keras's one line per epoch: steps, time, then the metrics, training before validation."""
-    names = sorted(k for k in means if not k.startswith("val_")) + sorted(k for k in means if k.startswith("val_"))
+    names = sorted(k for k in means if not k.startswith("val_")) + sorted(
+        k for k in means if k.startswith("val_")
+    )
     metrics = " - ".join(f"{k}: {means[k]:.4f}" for k in names)
     return f"{steps}/{steps} - {seconds:.1f}s - {1000 * seconds / steps:.0f}ms/step - {metrics}"
 
@@ -340,7 +382,7 @@ def load_checkpoint(path, model, optimizer) -> History:
     for key, value in arrays.items():
         for prefix, group in groups.items():
             if key.startswith(prefix):
-                group[key[len(prefix):]] = value
+                group[key[len(prefix) :]] = value
     try:
         model.check_state_dict(groups["model/"])
         optimizer.check_state_dict(groups["optimizer/"])

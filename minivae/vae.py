@@ -15,6 +15,7 @@ reparameterisation that lets gradients reach the encoder (eqs. (16)-(19)):
 bookkeeping: sums over pixels and latent dimensions, means over the batch (and
 over the L samples).
 """
+
 from __future__ import annotations
 
 import math
@@ -62,14 +63,28 @@ class VAE(Module):
     parameters are the encoder's and the decoder's (the prior is fixed).
     """
 
-    def __init__(self, encoder, decoder, prior=None, likelihood: str = "gaussian", posterior: str = "diag",
-                 log_std_min: float | None = -5.0, validate_data: bool = True):
+    def __init__(
+        self,
+        encoder,
+        decoder,
+        prior=None,
+        likelihood: str = "gaussian",
+        posterior: str = "diag",
+        log_std_min: float | None = -5.0,
+        validate_data: bool = True,
+    ):
         if likelihood not in LIKELIHOODS:
-            raise ValueError(f"VAE: unknown likelihood {likelihood!r}; expected one of {LIKELIHOODS}")
+            raise ValueError(
+                f"VAE: unknown likelihood {likelihood!r}; expected one of {LIKELIHOODS}"
+            )
         if posterior not in POSTERIORS:
             raise ValueError(f"VAE: unknown posterior {posterior!r}; expected one of {POSTERIORS}")
-        if log_std_min is not None and not (isinstance(log_std_min, (int, float)) and math.isfinite(log_std_min)):
-            raise ValueError(f"VAE: log_std_min must be a finite number or None, got {log_std_min!r}")
+        if log_std_min is not None and not (
+            isinstance(log_std_min, (int, float)) and math.isfinite(log_std_min)
+        ):
+            raise ValueError(
+                f"VAE: log_std_min must be a finite number or None, got {log_std_min!r}"
+            )
         self.encoder, self.decoder, self.prior = encoder, decoder, prior
         self._default_prior = prior is None  # then N(0, I), sized (and typed) by the encoder
         self.likelihood, self.posterior, self.log_std_min = likelihood, posterior, log_std_min
@@ -99,7 +114,10 @@ class VAE(Module):
         if self._default_prior and (self.prior is None or self.prior.loc.dtype != mu.dtype):
             self.prior = StandardNormal(l, dtype=backend.float_name(mu.dtype))
         if self.prior.shape[-1] != l:
-            raise ValueError(f"VAE.encode: the encoder gives a {l}-dimensional latent, the prior has shape {self.prior.shape}")
+            raise ValueError(
+                f"VAE.encode: the encoder gives a {l}-dimensional latent, the prior has shape "
+                f"{self.prior.shape}"
+            )
         self.x_shape = x.shape[1:]
         return q
 
@@ -134,31 +152,45 @@ class VAE(Module):
         names = "(mu, log_var)" if self.posterior == "diag" else "(mu, log_diag, strictly_lower)"
         shapes = [getattr(t, "shape", type(t).__name__) for t in heads]
         if len(heads) != len(names.split(",")) or not all(isinstance(t, Tensor) for t in heads):
-            raise ValueError(f"VAE.encode: a {self.posterior!r} posterior's encoder returns one "
-                             f"(N, k) Tensor or the Tensors {names}; got {shapes}")
+            raise ValueError(
+                f"VAE.encode: a {self.posterior!r} posterior's encoder returns one "
+                f"(N, k) Tensor or the Tensors {names}; got {shapes}"
+            )
         l = heads[0].shape[-1] if heads[0].ndim == 2 else 0
         expected = [(x_shape[0], l), (x_shape[0], l), (x_shape[0], l * (l - 1) // 2)][: len(heads)]
         if l == 0 or [t.shape for t in heads] != expected:
-            raise ValueError(f"VAE.encode: the encoder's {names} have shapes {shapes}; "
-                             f"for x of shape {x_shape} expected {expected}")
+            raise ValueError(
+                f"VAE.encode: the encoder's {names} have shapes {shapes}; "
+                f"for x of shape {x_shape} expected {expected}"
+            )
         return heads
 
     def decode(self, z, x_shape=None):
         """p(x|z) for z of shape (..., l); px.mean has shape (..., *x_shape)."""
         z = as_tensor(z)
         if x_shape is not None:
-            x_shape = tuple(as_int(n, "VAE.decode", f"each size in x_shape {x_shape}", 1) for n in x_shape)
+            x_shape = tuple(
+                as_int(n, "VAE.decode", f"each size in x_shape {x_shape}", 1) for n in x_shape
+            )
         x_shape = x_shape if x_shape is not None else self.x_shape
         if x_shape is None:
-            raise ValueError("VAE.decode: the data shape is not known yet; call the VAE on data first or pass x_shape=")
+            raise ValueError(
+                "VAE.decode: the data shape is not known yet; call the VAE on data first or pass "
+                "x_shape="
+            )
         D = math.prod(x_shape)
         lead = z.shape[:-1]
         h = self.decoder(z.reshape(-1, z.shape[-1]))  # the decoder sees one flat batch (M, l)
         need = 2 * D if self.likelihood == "gaussian" else D
         if h.ndim != 2 or h.shape[1] != need:
-            what = f"2 x {D} (mean logits, then raw log-std)" if self.likelihood == "gaussian" else f"{D} logits"
+            what = (
+                f"2 x {D} (mean logits, then raw log-std)"
+                if self.likelihood == "gaussian"
+                else f"{D} logits"
+            )
             raise ValueError(
-                f"VAE.decode: the decoder returned shape {h.shape}; a {self.likelihood!r} likelihood for data "
+                f"VAE.decode: the decoder returned shape {h.shape}; a {self.likelihood!r} "
+                "likelihood for data "
                 f"of shape (N, {', '.join(map(str, x_shape))}) needs (M, {need}) = {what}"
             )
         event = len(x_shape)
@@ -166,22 +198,28 @@ class VAE(Module):
             logits = h.reshape(*lead, *x_shape)
             return Bernoulli(logits, event_ndim=event, validate=self.validate_data)
         h1, h2 = F.split(h, 2, axis=-1)
-        return GaussianLikelihood(h1.reshape(*lead, *x_shape), h2.reshape(*lead, *x_shape), self.log_std_min, event)
+        return GaussianLikelihood(
+            h1.reshape(*lead, *x_shape), h2.reshape(*lead, *x_shape), self.log_std_min, event
+        )
 
     # --- the objective -------------------------------------------------------------
-    def elbo(self, x, samples: int = 1, estimator: str = "analytic", eps=None,
-             reduction: str = "mean") -> dict:
+    def elbo(
+        self, x, samples: int = 1, estimator: str = "analytic", eps=None, reduction: str = "mean"
+    ) -> dict:
         """{"loss", "kl", "nll"}: scalar Tensors, loss = nll + kl = -ELBO.
 
         reduction="mean": means over the batch (the lecture's); "sum": sums over the batch
         (PyTorch's example, BCE(reduction="sum") + KLD). Both average over the L samples.
 
         estimator="analytic": SGVB estimator B (eq. (4)), kl = the closed-form KL (eq. (24)).
-        estimator="mc":       SGVB estimator A (eq. (3)), kl = 1/L sum_j [log q(z^(j)|x) - log p(z^(j))].
+        estimator="mc":       SGVB estimator A (eq. (3)),
+                              kl = 1/L sum_j [log q(z^(j)|x) - log p(z^(j))].
         eps: noise of shape (samples, N, l) (or (N, l) for one sample) to hold the draws fixed.
         """
         if estimator not in ESTIMATORS:
-            raise ValueError(f"VAE.elbo: unknown estimator {estimator!r}; expected one of {ESTIMATORS}")
+            raise ValueError(
+                f"VAE.elbo: unknown estimator {estimator!r}; expected one of {ESTIMATORS}"
+            )
         if reduction not in REDUCTIONS:
             raise ValueError(
                 f"VAE.elbo: unknown reduction {reduction!r}; expected one of {REDUCTIONS}"
@@ -194,7 +232,10 @@ class VAE(Module):
             if eps.shape == q.shape and samples == 1:
                 eps = eps.reshape(1, *eps.shape)
             if eps.shape != (samples, *q.shape):
-                raise ValueError(f"VAE.elbo: eps has shape {eps.shape}, expected (samples, N, l) = {(samples, *q.shape)}")
+                raise ValueError(
+                    f"VAE.elbo: eps has shape {eps.shape}, expected (samples, N, l) = "
+                    f"{(samples, *q.shape)}"
+                )
         z = q.rsample((samples,), eps=eps)  # (L, N, l): z = mu + L eps
         log_px_z = self.decode(z).log_prob(x)  # (L, N): log p(x|z), summed over pixels
         nll = -log_px_z.mean()
@@ -206,8 +247,9 @@ class VAE(Module):
             nll, kl = nll * x.shape[0], kl * x.shape[0]
         return {"loss": nll + kl, "kl": kl, "nll": nll}
 
-    def log_marginal(self, x, samples: int = 1000, chunk: int = 100,
-                     batch_size: int | None = None) -> Tensor:
+    def log_marginal(
+        self, x, samples: int = 1000, chunk: int = 100, batch_size: int | None = None
+    ) -> Tensor:
         """Importance-sampled log p(x), one value per data point: a Tensor (N,).
 
         log p(x) = log E_q[p(x|z) p(z) / q(z|x)] ~ log (1/K) sum_k w_k,
@@ -226,8 +268,10 @@ class VAE(Module):
             x = as_tensor(_refuse_integers(x, "VAE.log_marginal"))
             n = x.shape[0]
             rows = n if batch_size is None else batch_size
-            parts = [self._log_marginal(x[i:min(i + rows, n)], samples, chunk)
-                     for i in range(0, n, rows)]
+            parts = [
+                self._log_marginal(x[i : min(i + rows, n)], samples, chunk)
+                for i in range(0, n, rows)
+            ]
             return parts[0] if len(parts) == 1 else F.concatenate(parts)
 
     def _log_marginal(self, x: Tensor, samples: int, chunk: int) -> Tensor:
@@ -243,7 +287,10 @@ class VAE(Module):
         """The decoded means of n draws from the prior, shape (n, *x_shape)."""
         check_count("VAE.sample", "n", n)
         if self.prior is None:
-            raise ValueError("VAE.sample: the latent size is not known yet; call the VAE on data first or pass prior=")
+            raise ValueError(
+                "VAE.sample: the latent size is not known yet; call the VAE on data first or pass "
+                "prior="
+            )
         with no_grad():
             return self.decode(self.prior.sample((n,)), x_shape).mean
 
@@ -258,7 +305,8 @@ def _refuse_integers(x, who: str):
     """An integer array would become float 0..255 (Tensor() never rescales): refuse it."""
     name = str(getattr(x, "dtype", "")).split(".")[-1]
     if not isinstance(x, Tensor) and name.startswith(("uint", "int", "bool")):
-        raise TypeError(f"{who}: x is an array of {name}; scale it to floats in [0, 1] first "
-                        "(e.g. x / 255 for uint8 pixels), or train with fit(), which does that")
+        raise TypeError(
+            f"{who}: x is an array of {name}; scale it to floats in [0, 1] first "
+            "(e.g. x / 255 for uint8 pixels), or train with fit(), which does that"
+        )
     return x
-

@@ -1,6 +1,7 @@
 """benchmarks/gpu_check.py without a GPU: it stops at its first GPU step and says so; and,
 with the GPU step faked and tiny stand-in steps, it records times, numbers, failures,
 time-outs, the suite's failures and the GPU goals in its report."""
+
 import importlib.util
 import json
 import subprocess
@@ -24,8 +25,9 @@ def test_without_cupy_it_stops_at_the_first_gpu_step(monkeypatch, tmp_path, caps
     monkeypatch.setattr(gpu_check, "STEPS", [("never", "-c pass", 10, None)])  # must not run
     assert gpu_check.main([str(tmp_path / "out")]) == gpu_check.NO_GPU == 3
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("gpu_check: no GPU: backend 'cupy' needs CuPy, "
-                                                   "which is not installed; install it with")
+    assert err.count("\n") == 1 and err.startswith(
+        "gpu_check: no GPU: backend 'cupy' needs CuPy, which is not installed; install it with"
+    )
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["status"] == "no GPU" and "pip install minivae[gpu]" in report["message"]
     assert report["steps"] == [] and report["versions"]["numpy"]  # nothing ran after the GPU step
@@ -35,8 +37,13 @@ def test_without_cupy_it_stops_at_the_first_gpu_step(monkeypatch, tmp_path, caps
 
 @pytest.mark.skipif(importlib.util.find_spec("cupy") is not None, reason="CuPy is installed here")
 def test_the_command_exits_3_with_one_line(tmp_path):
-    done = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path)], capture_output=True,
-                          text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 3, done.stderr
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("gpu_check: no GPU: ")
     assert json.loads((tmp_path / "report.json").read_text())["status"] == "no GPU"
@@ -55,28 +62,40 @@ def test_steps_are_timed_recorded_and_cut_off(monkeypatch, tmp_path):
     """The GPU step faked; stand-in steps: two benchmarks writing --json, a failure, a step
     that outlives its limit, and a 'suite' of one passing and one failing test."""
     bench = tmp_path / "bench.py"  # writes bench_fashion's --json: seconds per step
-    bench.write_text(textwrap.dedent("""
+    bench.write_text(
+        textwrap.dedent("""
         import json, sys
         seconds = {"cupy": {"minivae (cupy)": 0.004, "PyTorch CUDA": 0.002},
                    "numpy": {"minivae (numpy)": 0.030}}[sys.argv[1]]
         json.dump({"seconds_per_step": seconds}, open(sys.argv[-1], "w"))
-    """))
+    """)
+    )
     (tmp_path / "fails.py").write_text("raise SystemExit(4)\n")
     (tmp_path / "sleeps.py").write_text("import time\ntime.sleep(30)\n")
     tests = tmp_path / "test_two.py"
-    tests.write_text("def test_passes():\n    pass\n\n\n"
-                     "def test_fails():\n    assert 1 == 2, 'one is not two'\n")
+    tests.write_text(
+        "def test_passes():\n    pass\n\n\ndef test_fails():\n    assert 1 == 2, 'one is not two'\n"
+    )
     monkeypatch.setattr(gpu_check, "_choose_cupy", lambda: {"gpu": "a faked GPU"})
     monkeypatch.setattr(gpu_check.Check, "torch_has_cuda", lambda self: True)
-    monkeypatch.setattr(gpu_check, "STEPS", [
-        ("bench_fashion (cupy)", f"{bench} cupy TORCH --json", 30, None),
-        ("bench_fashion (numpy)", f"{bench} numpy --json", 30, None),
-        ("broken", f"{tmp_path / 'fails.py'}", 30, None),
-        ("slow", f"{tmp_path / 'sleeps.py'}", 1, None),
-        ("needs data", f"{tmp_path / 'fails.py'}", 30, "frey"),
-        ("suite", f"-m pytest -o addopts= -v -p no:cacheprovider --junitxml=OUT/logs/s.xml {tests}",
-         None, None, {"MINIVAE_TEST_BACKENDS": "cupy"}),
-    ])
+    monkeypatch.setattr(
+        gpu_check,
+        "STEPS",
+        [
+            ("bench_fashion (cupy)", f"{bench} cupy TORCH --json", 30, None),
+            ("bench_fashion (numpy)", f"{bench} numpy --json", 30, None),
+            ("broken", f"{tmp_path / 'fails.py'}", 30, None),
+            ("slow", f"{tmp_path / 'sleeps.py'}", 1, None),
+            ("needs data", f"{tmp_path / 'fails.py'}", 30, "frey"),
+            (
+                "suite",
+                f"-m pytest -o addopts= -v -p no:cacheprovider --junitxml=OUT/logs/s.xml {tests}",
+                None,
+                None,
+                {"MINIVAE_TEST_BACKENDS": "cupy"},
+            ),
+        ],
+    )
     monkeypatch.setattr(gpu_check.Check, "missing_data", lambda self: {"frey": "no frey_faces.npy"})
     monkeypatch.setenv("CUPY_CACHE_DIR", "unchanged")
     out = tmp_path / "out"
@@ -85,7 +104,8 @@ def test_steps_are_timed_recorded_and_cut_off(monkeypatch, tmp_path):
     steps = {s["name"]: s for s in report["steps"]}
     assert report["versions"]["gpu"] == "a faked GPU"
     assert steps["bench_fashion (cupy)"]["command"].endswith(
-        f"cupy --torch-device cuda --json {out / 'logs' / 'bench_fashion_cupy.json'}")
+        f"cupy --torch-device cuda --json {out / 'logs' / 'bench_fashion_cupy.json'}"
+    )
     assert steps["bench_fashion (numpy)"]["status"] == "passed"
     assert steps["broken"]["status"] == "failed (exit 4)"
     assert steps["slow"]["status"] == "timed out after 1 s" and steps["slow"]["seconds"] < 10
@@ -108,11 +128,18 @@ def test_steps_are_timed_recorded_and_cut_off(monkeypatch, tmp_path):
 
 def test_a_suite_cut_short_is_summarised_from_its_verbose_lines(tmp_path):
     log = tmp_path / "suite.log"
-    log.write_text("============ test session starts ============\n"
-                   "tests/test_a.py::test_one[cupy] PASSED                    [  1%]\n"
-                   "tests/test_a.py::test_two[cupy] FAILED                    [  2%]\n"
-                   "tests/test_b.py::test_three[cupy] SKIPPED (no torch)      [  3%]\n"
-                   "tests/test_b.py::test_four[cupy] ")  # killed while it ran
+    log.write_text(
+        "============ test session starts ============\n"
+        "tests/test_a.py::test_one[cupy] PASSED                    [  1%]\n"
+        "tests/test_a.py::test_two[cupy] FAILED                    [  2%]\n"
+        "tests/test_b.py::test_three[cupy] SKIPPED (no torch)      [  3%]\n"
+        "tests/test_b.py::test_four[cupy] "
+    )  # killed while it ran
     assert gpu_check._verbose_summary(log) == {
-        "cut short": True, "tests": 3, "failures": 1, "errors": 0, "skipped": 1,
-        "failed": ["tests/test_a.py::test_two[cupy]"]}
+        "cut short": True,
+        "tests": 3,
+        "failures": 1,
+        "errors": 0,
+        "skipped": 1,
+        "failed": ["tests/test_a.py::test_two[cupy]"],
+    }

@@ -3,6 +3,7 @@
 Reading order: module.py (parameters, saving, summary), layers.py (Dense and the
 shape layers), im2col.py (convolution as a matrix product), conv.py (the image layers).
 """
+
 from .conv import (
     Conv2D,
     Conv2DTranspose,

@@ -12,6 +12,7 @@ and ``bias_initializer`` choose how: a name from INITIALIZERS, or a function
 ``init(shape, fan_in, fan_out, dtype) -> array`` (a host or device array, e.g. weights
 exported from PyTorch).
 """
+
 from __future__ import annotations
 
 import math
@@ -36,7 +37,10 @@ def get_activation(activation):
     if callable(activation):
         return activation
     if activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(map(str, ACTIVATIONS))} or a callable")
+        raise ValueError(
+            f"unknown activation {activation!r}; expected one of {sorted(map(str, ACTIVATIONS))} "
+            "or a callable"
+        )
     return ACTIVATIONS[activation]
 
 
@@ -80,12 +84,15 @@ def make_weights(layer, kernel_shape, outputs: int, dtype) -> tuple[Tensor, Tens
     fan_in = math.prod(kernel_shape[:-1])
     fan_out = math.prod(kernel_shape[:-2]) * kernel_shape[-1]
     weights = []
-    for what, init, shape in [("kernel", layer.kernel_initializer, tuple(kernel_shape)),
-                              ("bias", layer.bias_initializer, (outputs,))]:
+    for what, init, shape in [
+        ("kernel", layer.kernel_initializer, tuple(kernel_shape)),
+        ("bias", layer.bias_initializer, (outputs,)),
+    ]:
         w = Tensor(init(shape, fan_in, fan_out, dtype), dtype=backend.float_name(dtype))
         if w.shape != shape:
-            raise ValueError(f"{layer.name}: the {what} initializer returned shape {w.shape}, "
-                             f"expected {shape}")
+            raise ValueError(
+                f"{layer.name}: the {what} initializer returned shape {w.shape}, expected {shape}"
+            )
         weights.append(Tensor(w.data, requires_grad=True))
     return tuple(weights)
 
@@ -109,10 +116,13 @@ class Layer(Module):
     def __call__(self, x, *args, **kwargs):
         dtype = str(getattr(x, "dtype", None)).split(".")[-1]  # 'float32' on every backend
         if self.input_dtype is not None and dtype != self.input_dtype:
-            raise TypeError(f"{self.name}: built for {self.input_dtype} input, got {dtype}; convert "
-                            f"the input explicitly, e.g. Tensor(x, dtype=\"{self.input_dtype}\")")
+            raise TypeError(
+                f"{self.name}: built for {self.input_dtype} input, got {dtype}; convert "
+                f'the input explicitly, e.g. Tensor(x, dtype="{self.input_dtype}")'
+            )
         out = super().__call__(x, *args, **kwargs)
-        self.input_dtype = dtype  # (only after a call that worked: a failed first call fixes nothing)
+        # (only after a call that worked: a failed first call fixes nothing)
+        self.input_dtype = dtype
         return out
 
     @property
@@ -126,8 +136,13 @@ class Dense(Layer):
     kernel_initializer="pytorch", bias_initializer="pytorch" give nn.Linear's default init.
     """
 
-    def __init__(self, units: int, activation=None, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros"):
+    def __init__(
+        self,
+        units: int,
+        activation=None,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+    ):
         super().__init__(activation)
         self.kernel_initializer = get_initializer(kernel_initializer)
         self.bias_initializer = get_initializer(bias_initializer)
@@ -137,11 +152,15 @@ class Dense(Layer):
     def forward(self, x: Tensor) -> Tensor:
         if self.kernel is None:
             if x.ndim < 2:
-                raise ValueError(f"Dense: expected input of shape (N, ..., features), got {x.shape}")
+                raise ValueError(
+                    f"Dense: expected input of shape (N, ..., features), got {x.shape}"
+                )
             shape = (x.shape[-1], self.units)
             self.kernel, self.bias = make_weights(self, shape, self.units, x.dtype)
         elif x.ndim < 2 or x.shape[-1] != self.kernel.shape[0]:
-            raise ValueError(f"Dense: expected input of shape (N, ..., {self.kernel.shape[0]}), got {x.shape}")
+            raise ValueError(
+                f"Dense: expected input of shape (N, ..., {self.kernel.shape[0]}), got {x.shape}"
+            )
         return self.activation(x @ self.kernel + self.bias)
 
 
@@ -166,7 +185,10 @@ class Reshape(Layer):
         if x.ndim < 1:
             raise ValueError(f"Reshape: expected input of shape (N, ...), got {x.shape}")
         if math.prod(x.shape[1:]) != math.prod(self.target):
-            raise ValueError(f"Reshape: cannot reshape input {x.shape} to (N, {', '.join(map(str, self.target))})")
+            raise ValueError(
+                f"Reshape: cannot reshape input {x.shape} to (N, "
+                f"{', '.join(map(str, self.target))})"
+            )
         return x.reshape(x.shape[0], *self.target)
 
 

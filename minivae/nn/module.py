@@ -8,6 +8,7 @@ attributes were set, so they are stable from run to run and fit a checkpoint.
 Layers create their weights lazily, on the first call, when the input's shape
 is known (as Keras does); ``build(input_shape)`` makes that call on zeros.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -88,7 +89,8 @@ class Module:
         with several outputs).
         """
         shape = (1, *_shape(input_shape, "build"))
-        if str(dtype) not in ("float32", "float64"):  # Tensor would quietly make int32 zeros float32
+        # Tensor would quietly make int32 zeros float32
+        if str(dtype) not in ("float32", "float64"):
             raise TypeError(f"build: dtype must be 'float32' or 'float64', got {dtype!r}")
         x = Tensor(backend.full(shape, 0.0, backend.dtype(dtype)))
         with no_grad():
@@ -113,12 +115,25 @@ class Module:
         rows = [("Layer (type)", "Output Shape", "Param #")]
         for m, _inputs, out in calls:
             if next(m.children(), None) is None:  # a layer, not a container of layers
-                rows.append((f"{names.get(id(m), '?')} ({type(m).__name__})", _shape_text(out), f"{m.count_params():,}"))
+                rows.append(
+                    (
+                        f"{names.get(id(m), '?')} ({type(m).__name__})",
+                        _shape_text(out),
+                        f"{m.count_params():,}",
+                    )
+                )
         widths = [max(len(row[i]) for row in rows) + 2 for i in range(3)]
         text = ["".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
         rule = "-" * sum(widths)
-        for line in (f'Model: "{type(self).__name__}"', rule, text[0], rule, *text[1:], rule,
-                     f"Total params: {self.count_params():,}"):
+        for line in (
+            f'Model: "{type(self).__name__}"',
+            rule,
+            text[0],
+            rule,
+            *text[1:],
+            rule,
+            f"Total params: {self.count_params():,}",
+        ):
             print_fn(line)
 
     # --- saving and loading --------------------------------------------------
@@ -146,16 +161,21 @@ class Module:
             )
         for name, p in params.items():
             if name not in arrays:
-                raise ValueError(f"load_weights: the file has no weight {name!r} (expected shape {p.shape})")
+                raise ValueError(
+                    f"load_weights: the file has no weight {name!r} (expected shape {p.shape})"
+                )
             if tuple(arrays[name].shape) != p.shape:
                 raise ValueError(
-                    f"load_weights: weight {name!r} has shape {tuple(arrays[name].shape)} in the file, "
+                    f"load_weights: weight {name!r} has shape {tuple(arrays[name].shape)} in the "
+                    "file, "
                     f"{p.shape} in the model"
                 )
             check_finite_array(arrays[name], f"load_weights: weight {name!r}")
         extra = sorted(set(arrays) - set(params))
         if extra:
-            raise ValueError(f"load_weights: the file has weights the model lacks, first {extra[0]!r}")
+            raise ValueError(
+                f"load_weights: the file has weights the model lacks, first {extra[0]!r}"
+            )
         return params
 
     def save_weights(self, path) -> None:
@@ -193,8 +213,10 @@ def read_npz(path) -> dict:
 def _shape(input_shape, who: str) -> tuple:
     """One example's shape as a tuple of positive ints: build((4,)), not build(4)."""
     if not isinstance(input_shape, (tuple, list)):
-        raise TypeError(f"{who}: input_shape must be a tuple of sizes without the batch axis, "
-                        f"e.g. ({input_shape!r},), got {input_shape!r}")
+        raise TypeError(
+            f"{who}: input_shape must be a tuple of sizes without the batch axis, "
+            f"e.g. ({input_shape!r},), got {input_shape!r}"
+        )
     what = f"each size in input_shape {tuple(input_shape)}"
     return tuple(as_int(n, who, what, 1) for n in input_shape)
 
