@@ -153,23 +153,26 @@ class VAE(Module):
             return {"loss": nll + beta * kl, "kl": kl, "nll": nll}
         return {"loss": -iwae_bound(log_px_z - beta * log_ratio).mean(), "kl": kl, "nll": nll}
 
-    def log_marginal(self, x, samples: int = 1000, chunk: int = 100):
+    def log_marginal(self, x, samples: int = 1000, chunk: int = 100, eps=None):
         """Importance-sampled log p(x), one value per data point (a backend array (N,)).
 
         log p(x) = log E_q[p(x|z) p(z) / q(z|x)] ~ log (1/K) sum_k w_k,
         log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x), z_k ~ q(z|x).
         By Jensen's inequality its expectation lies between the ELBO (K = 1) and
         log p(x), and it tightens as K grows (Burda et al. 2016). Computed under
-        no_grad, `chunk` draws at a time, so K = 5000 fits in memory.
+        no_grad, `chunk` draws at a time, so K = 5000 fits in memory. eps: noise of shape
+        (samples, N, l) to use these draws (e.g. the IWAE bound's) instead of fresh ones.
         """
         _check_count("VAE.log_marginal", "samples", samples)
         _check_count("VAE.log_marginal", "chunk", chunk)
         with no_grad():
             x = as_tensor(x)
             q = self.encode(x)
+            eps = _fixed_noise("VAE.log_marginal", eps, x, samples, q.shape)
             per_chunk = []  # log sum_k w_k over each chunk, (N,) each
             for start in range(0, samples, chunk):
-                z = q.sample((min(chunk, samples - start),))
+                n = min(chunk, samples - start)
+                z = q.sample((n,)) if eps is None else q.rsample((n,), eps=eps[start:start + n])
                 log_w = self.decode(z).log_prob(x) + self.prior.log_prob(z) - q.log_prob(z)
                 per_chunk.append(F.logsumexp(log_w, axis=0))
             return (F.logsumexp(F.stack(per_chunk), axis=0) - math.log(samples)).data
@@ -197,7 +200,8 @@ def kl_warmup(epochs: int, beta: float = 1.0):
 def collapse_diagnostics(vae, x_batches, threshold: float = 0.01) -> dict:
     """Per-dimension KL and active units of a VAE with a diagonal posterior, over the data.
 
-    x_batches: an iterable of device batches (Tensors). Returns host floats:
+    x_batches: an iterable of device batches, each a Tensor x or a tuple of encode()'s arguments
+    (a ConditionalVAE's (x, y): encode_given). Returns host floats:
     "kl_per_dim": the mean over the data of KL(q(z_u|x) || N(0, 1)) for each unit u (nats);
     "mean_variance": Cov_x(E_q(z|x)[z_u]), the variance over the data of each posterior mean;
     "active_units": how many units have mean_variance > threshold (Burda et al. 2016, sec. 5.2:
@@ -207,7 +211,7 @@ def collapse_diagnostics(vae, x_batches, threshold: float = 0.01) -> dict:
     n, kl_sum, mu_sum, mu_sq = 0, 0, 0, 0
     with no_grad():
         for x in x_batches:
-            q = vae.encode(x)
+            q = vae.encode(x) if not isinstance(x, tuple) else getattr(vae, "encode_given", vae.encode)(*x)
             if not isinstance(q, Normal):
                 raise ValueError(f"collapse_diagnostics: needs a diagonal ('diag') posterior, got {type(q).__name__}")
             mu, var = q.loc.data, q.scale.data ** 2
