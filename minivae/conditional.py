@@ -7,7 +7,10 @@ sees [flatten(x), y], the decoder [z, y]. Since z no longer has to carry the cla
 can carry the style; sampling z ~ p(z) with a chosen y draws that class, and decoding one
 image's z under every label re-draws it as each class.
 """
+
 from __future__ import annotations
+
+import numpy as np
 
 from . import backend
 from . import functional as F
@@ -22,8 +25,10 @@ def one_hot(labels, classes: int, like: Tensor) -> Tensor:
     y = backend.asarray(labels)
     if y.ndim != 1:
         raise ValueError(f"one_hot: expected labels of shape (N,), got {tuple(y.shape)}")
-    hot = xp.astype(y, xp.int64)[:, None] == xp.arange(classes, dtype=xp.int64)[None, :]
-    bad = ~xp.any(hot, axis=1) | (xp.astype(y, xp.float64) != xp.astype(xp.astype(y, xp.int64), xp.float64))
+    hot = xp.astype(y, xp.int64)[:, None] == backend.asarray(np.arange(classes)[None, :])
+    bad = ~xp.any(hot, axis=1) | (
+        xp.astype(y, xp.float64) != xp.astype(xp.astype(y, xp.int64), xp.float64)
+    )
     if bool(xp.any(bad)):
         raise ValueError(f"one_hot: labels must be integers 0..{classes - 1}")
     return Tensor(xp.astype(hot, like.dtype))
@@ -58,7 +63,9 @@ class ConditionalVAE(VAE):
         self.encoder.label = self.decoder.label = hot
         return hot
 
-    def elbo(self, x, y, samples: int = 1, estimator: str = "analytic", eps=None, beta=None) -> dict:
+    def elbo(
+        self, x, y, samples: int = 1, estimator: str = "analytic", eps=None, beta=None
+    ) -> dict:
         """VAE.elbo of x given its labels y."""
         self._given(y, x)
         return super().elbo(x, samples, estimator, eps, beta)
@@ -81,7 +88,9 @@ class ConditionalVAE(VAE):
     def sample(self, y, x_shape=None) -> Tensor:
         """The decoded means of one draw z ~ p(z) for each label in y: shape (len(y), *x_shape)."""
         if self.prior is None:
-            raise ValueError("ConditionalVAE.sample: the latent size is not known yet; call it on data first")
+            raise ValueError(
+                "ConditionalVAE.sample: the latent size is not known yet; call it on data first"
+            )
         with no_grad():
             z = self.prior.sample((backend.asarray(y).shape[0],))
             return self.decode_given(z, y, x_shape).mean

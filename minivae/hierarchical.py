@@ -14,6 +14,7 @@ turn, z1 = mu1(x) + sigma1(x) eps1, then z2 = mu2(z1) + sigma2(z1) eps2, and the
 plays the part that log p(x, z) - log q(z|x) plays in the one-layer VAE: the ELBO is its
 mean (estimator A), the IWAE bound and log p(x) its log-mean-exp (vae.iwae_bound).
 """
+
 from __future__ import annotations
 
 import math
@@ -43,10 +44,12 @@ class HierarchicalVAE(Module):
 
     @staticmethod
     def _gaussian(net, inputs, who) -> Normal:
-        """net(inputs) for inputs (..., d): a diagonal Gaussian with batch shape inputs.shape[:-1]."""
+        """net(inputs) for inputs (..., d): a diagonal Gaussian, batch shape inputs.shape[:-1]."""
         h = net(inputs.reshape(-1, inputs.shape[-1]))
         if h.ndim != 2 or h.shape[1] % 2:
-            raise ValueError(f"HierarchicalVAE: {who} must return (M, 2l) = [mu, log_var], got {h.shape}")
+            raise ValueError(
+                f"HierarchicalVAE: {who} must return (M, 2l) = [mu, log_var], got {h.shape}"
+            )
         mu, log_var = F.split(h.reshape(*inputs.shape[:-1], h.shape[1]), 2, axis=-1)
         return Normal.from_log_var(mu, log_var)
 
@@ -54,7 +57,9 @@ class HierarchicalVAE(Module):
         """q(z1|x), batch shape (N,)."""
         x = as_tensor(x)
         if x.ndim < 2:
-            raise ValueError(f"HierarchicalVAE.encode: expected a batch x of shape (N, ...), got {x.shape}")
+            raise ValueError(
+                f"HierarchicalVAE.encode: expected a batch x of shape (N, ...), got {x.shape}"
+            )
         self.x_shape = x.shape[1:]
         return self._gaussian(self.q_z1, x.reshape(x.shape[0], -1), "q_z1")
 
@@ -88,7 +93,10 @@ class HierarchicalVAE(Module):
         ("mc") or -L_k with the log ratio weighted by beta ("iwae"). No closed-form KL here: the
         KL of q(z2|z1) from p(z1|z2) is not one Gaussian against another."""
         if estimator not in ESTIMATORS:
-            raise ValueError(f"HierarchicalVAE.elbo: unknown estimator {estimator!r}; expected one of {ESTIMATORS}")
+            raise ValueError(
+                f"HierarchicalVAE.elbo: unknown estimator {estimator!r}; "
+                f"expected one of {ESTIMATORS}"
+            )
         _check_count("HierarchicalVAE.elbo", "samples", samples)
         beta = _check_beta("HierarchicalVAE.elbo", self.beta if beta is None else beta)
         log_px_z, log_ratio = self.log_weights(x, samples, eps)
@@ -98,7 +106,7 @@ class HierarchicalVAE(Module):
         return {"loss": -iwae_bound(log_px_z - beta * log_ratio).mean(), "kl": kl, "nll": nll}
 
     def log_marginal(self, x, samples: int = 1000, chunk: int = 100):
-        """Importance-sampled log p(x) with q(z1, z2|x) as the proposal, (N,), as VAE.log_marginal."""
+        """Importance-sampled log p(x), q(z1, z2|x) the proposal: (N,), as VAE.log_marginal."""
         _check_count("HierarchicalVAE.log_marginal", "samples", samples)
         _check_count("HierarchicalVAE.log_marginal", "chunk", chunk)
         with no_grad():
@@ -112,7 +120,9 @@ class HierarchicalVAE(Module):
         """Decoded means of z2 ~ p(z2), z1 ~ p(z1|z2): shape (n, *x_shape)."""
         _check_count("HierarchicalVAE.sample", "n", n)
         if self.prior is None or self.x_shape is None:
-            raise ValueError("HierarchicalVAE.sample: call the model on data first (the sizes are not known)")
+            raise ValueError(
+                "HierarchicalVAE.sample: call the model on data first (the sizes are not known)"
+            )
         with no_grad():
             z1 = self._gaussian(self.p_z1, self.prior.sample((n,)), "p_z1").sample()
             return self.decode(z1).mean
@@ -123,7 +133,9 @@ class HierarchicalVAE(Module):
             return self.decode(self.encode(x).loc).mean
 
 
-def layer_diagnostics(model: HierarchicalVAE, x_batches, samples: int = 20, threshold: float = 0.01):
+def layer_diagnostics(
+    model: HierarchicalVAE, x_batches, samples: int = 20, threshold: float = 0.01
+):
     """Active units of each stochastic layer, as Burda et al. count them.
 
     Unit u of layer 1 is active when Cov_x(E_q(z1|x)[z1_u]) > threshold; for layer 2 the

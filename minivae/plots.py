@@ -43,7 +43,8 @@ def collapse(mean_variance: list, kl_per_dim: list, path, threshold: float = 0.0
     (Burda et al. 2016). kl_per_dim: each unit's KL(q(z_u|x) || p(z_u)) after training."""
     fig = Figure(figsize=(10, 4), layout="constrained")
     ax = fig.add_subplot(1, 2, 1)
-    ax.plot(np.arange(1, len(mean_variance) + 1), [sum(v > threshold for v in e) for e in mean_variance])
+    active = [sum(v > threshold for v in epoch) for epoch in mean_variance]
+    ax.plot(np.arange(1, len(mean_variance) + 1), active)
     ax.set(xlabel="epoch", ylabel="active units", title=f"units with Cov_x(E_q[z_u]) > {threshold}")
     ax = fig.add_subplot(1, 2, 2)
     order = np.argsort(kl_per_dim)[::-1]

@@ -62,7 +62,7 @@ class VAE(Module):
         self._default_prior = prior is None  # then N(0, I), sized (and typed) by the encoder
         self.likelihood, self.posterior, self.log_std_min = likelihood, posterior, log_std_min
         self.x_shape = None  # one data point's shape, learned from the data
-        self.beta = 1.0  # the KL weight elbo() trains with when not given one (fit's kl_weight sets it)
+        self.beta = 1.0  # the KL weight elbo() trains with by default (fit's kl_weight sets it)
 
     def forward(self, x):
         """The decoded mean of one reparameterised draw z ~ q(z|x), as the lecture's call()."""
@@ -141,7 +141,8 @@ class VAE(Module):
         beta = _check_beta("VAE.elbo", self.beta if beta is None else beta)
         x = as_tensor(x)
         q = self.encode(x)
-        z = q.rsample((samples,), eps=_fixed_noise("VAE.elbo", eps, x, samples, q.shape))  # z = mu + L eps
+        eps = _fixed_noise("VAE.elbo", eps, x, samples, q.shape)
+        z = q.rsample((samples,), eps=eps)  # (L, N, l): z = mu + L eps
         log_px_z = self.decode(z).log_prob(x)  # (L, N): log p(x|z), summed over pixels
         nll = -log_px_z.mean()
         if estimator == "analytic":
@@ -211,13 +212,16 @@ def collapse_diagnostics(vae, x_batches, threshold: float = 0.01) -> dict:
     n, kl_sum, mu_sum, mu_sq = 0, 0, 0, 0
     with no_grad():
         for x in x_batches:
-            q = vae.encode(x) if not isinstance(x, tuple) else getattr(vae, "encode_given", vae.encode)(*x)
+            q = vae.encode_given(*x) if isinstance(x, tuple) else vae.encode(x)
             if not isinstance(q, Normal):
-                raise ValueError(f"collapse_diagnostics: needs a diagonal ('diag') posterior, got {type(q).__name__}")
+                raise ValueError("collapse_diagnostics: needs a diagonal ('diag') posterior, "
+                                 f"got {type(q).__name__}")
             mu, var = q.loc.data, q.scale.data ** 2
             mu64 = xp.astype(mu, xp.float64)
-            kl_sum = kl_sum + xp.sum(xp.astype(0.5 * (mu ** 2 + var - 1 - xp.log(var)), xp.float64), axis=0)
-            mu_sum, mu_sq, n = mu_sum + xp.sum(mu64, axis=0), mu_sq + xp.sum(mu64 ** 2, axis=0), n + mu.shape[0]
+            kl = 0.5 * (mu**2 + var - 1 - xp.log(var))  # eq. (24), one unit at a time
+            kl_sum = kl_sum + xp.sum(xp.astype(kl, xp.float64), axis=0)
+            mu_sum, mu_sq = mu_sum + xp.sum(mu64, axis=0), mu_sq + xp.sum(mu64**2, axis=0)
+            n += mu.shape[0]
     if n < 2:
         raise ValueError(f"collapse_diagnostics: needs at least 2 data points, got {n}")
     mean = mu_sum / n
@@ -246,7 +250,8 @@ def _fixed_noise(who, eps, x, samples, shape):
     if eps.shape == shape and samples == 1:
         eps = eps.reshape(1, *eps.shape)
     if eps.shape != (samples, *shape):
-        raise ValueError(f"{who}: eps has shape {eps.shape}, expected (samples, N, l) = {(samples, *shape)}")
+        raise ValueError(f"{who}: eps has shape {eps.shape}, "
+                         f"expected (samples, N, l) = {(samples, *shape)}")
     return eps
 
 

@@ -10,6 +10,7 @@
   weights times each draw's gradient (reference computed by hand);
 * beta weights only the training loss; kl_warmup; fit's kl_weight; diagnostics against NumPy.
 """
+
 import itertools
 import math
 
@@ -61,7 +62,9 @@ def test_iwae_with_one_sample_is_estimator_a_on_the_same_noise():
 def test_iwae_with_all_samples_is_log_marginal_on_the_same_draws():
     vae, x, eps = tiny_vae(), binary(), noise(30)
     log_px = minivae.to_numpy(vae.log_marginal(x, samples=30, chunk=7, eps=eps))
-    np.testing.assert_allclose(num(vae.elbo(x, 30, "iwae", eps)["loss"]), -log_px.mean(), rtol=1e-12)
+    np.testing.assert_allclose(
+        num(vae.elbo(x, 30, "iwae", eps)["loss"]), -log_px.mean(), rtol=1e-12
+    )
 
 
 def test_iwae_never_exceeds_log_marginal_from_the_same_samples():
@@ -69,7 +72,7 @@ def test_iwae_never_exceeds_log_marginal_from_the_same_samples():
     vae, x, eps = tiny_vae(), binary(n=8), noise(60, n=8)
     log_px = minivae.to_numpy(vae.log_marginal(x, samples=60, chunk=25, eps=eps))
     for k in (1, 2, 5, 12):
-        groups = [-num(vae.elbo(x, k, "iwae", eps[i:i + k])["loss"]) for i in range(0, 60, k)]
+        groups = [-num(vae.elbo(x, k, "iwae", eps[i : i + k])["loss"]) for i in range(0, 60, k)]
         assert np.mean(groups) <= log_px.mean() + 1e-12, (k, np.mean(groups), log_px.mean())
     # and it is a strict gap unless the weights are all equal
     assert -num(vae.elbo(x, 1, "iwae", eps[:1])["loss"]) < log_px.mean() - 1e-3
@@ -82,7 +85,9 @@ def test_subset_average_rises_with_k_on_any_fixed_draws():
     log_w = rng.normal(scale=5.0, size=(7, 3)) - 100.0
     means = []
     for k in range(1, 8):
-        subsets = [num(iwae_bound(T(log_w[list(s)])).mean()) for s in itertools.combinations(range(7), k)]
+        subsets = [
+            num(iwae_bound(T(log_w[list(s)])).mean()) for s in itertools.combinations(range(7), k)
+        ]
         means.append(np.mean(subsets))
     assert all(b >= a - 1e-12 for a, b in itertools.pairwise(means)), means
     assert means[-1] - means[0] > 1.0  # a large gap for such spread weights: the check has teeth
@@ -118,8 +123,13 @@ def test_iwae_bound_is_a_stable_logsumexp():
 def test_gradcheck_iwae_with_noise_held_fixed():
     vae, x, eps = tiny_vae(), binary(), noise(5)
     vae.elbo(x)
-    slots = [(layer, attr) for net in (vae.encoder, vae.decoder) for layer in net.layers
-             for attr in ("kernel", "bias") if getattr(layer, attr, None) is not None]
+    slots = [
+        (layer, attr)
+        for net in (vae.encoder, vae.decoder)
+        for layer in net.layers
+        for attr in ("kernel", "bias")
+        if getattr(layer, attr, None) is not None
+    ]
 
     def loss(*weights):
         for (layer, attr), w in zip(slots, weights):
@@ -143,7 +153,7 @@ def test_gradient_is_the_normalised_weights_times_each_draws_gradient():
     for i in range(4):
         for p in weights:
             p.grad = None
-        one = -vae.elbo(x, 1, "mc", eps[i:i + 1])["loss"]  # log w_i (one point, one draw)
+        one = -vae.elbo(x, 1, "mc", eps[i : i + 1])["loss"]  # log w_i (one point, one draw)
         one.backward()
         log_w.append(num(one))
         grads.append([minivae.to_numpy(p.grad).copy() for p in weights])
@@ -161,12 +171,15 @@ def test_beta_weights_the_training_loss_only():
     vae, x, eps = tiny_vae(), binary(), noise(3)
     one, half = vae.elbo(x, 3, "mc", eps), vae.elbo(x, 3, "mc", eps, beta=0.5)
     assert num(half["kl"]) == num(one["kl"]) and num(half["nll"]) == num(one["nll"])
-    np.testing.assert_allclose(num(half["loss"]), num(one["nll"]) + 0.5 * num(one["kl"]), rtol=1e-12)
+    np.testing.assert_allclose(
+        num(half["loss"]), num(one["nll"]) + 0.5 * num(one["kl"]), rtol=1e-12
+    )
     analytic = vae.elbo(x, 3, "analytic", eps, beta=0.0)
     np.testing.assert_allclose(num(analytic["loss"]), num(analytic["nll"]), rtol=1e-12)
     vae.beta = 0.25  # the default weight, as fit's kl_weight sets it
-    np.testing.assert_allclose(num(vae.elbo(x, 3, "mc", eps)["loss"]),
-                               num(one["nll"]) + 0.25 * num(one["kl"]), rtol=1e-12)
+    np.testing.assert_allclose(
+        num(vae.elbo(x, 3, "mc", eps)["loss"]), num(one["nll"]) + 0.25 * num(one["kl"]), rtol=1e-12
+    )
 
 
 @pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), "1", True])
@@ -186,7 +199,10 @@ def test_kl_warmup_rises_linearly_from_zero():
 
 
 def test_fit_sets_and_records_the_kl_weight():
-    vae, x = tiny_vae(D=6), (np.random.default_rng(0).uniform(size=(16, 6)) < 0.5).astype(np.float32)
+    vae, x = (
+        tiny_vae(D=6),
+        (np.random.default_rng(0).uniform(size=(16, 6)) < 0.5).astype(np.float32),
+    )
     seen = []
 
     def loss_fn(b):
@@ -194,8 +210,16 @@ def test_fit_sets_and_records_the_kl_weight():
         return vae.elbo(b, estimator="mc")
 
     vae.elbo(Tensor(backend.asarray(x[:2])))
-    history = train.fit(vae, loss_fn, Adam(vae.parameters()), x, epochs=3, batch_size=8, verbose=False,
-                        kl_weight=kl_warmup(2))
+    history = train.fit(
+        vae,
+        loss_fn,
+        Adam(vae.parameters()),
+        x,
+        epochs=3,
+        batch_size=8,
+        verbose=False,
+        kl_weight=kl_warmup(2),
+    )
     assert history["beta"] == [0.0, 0.5, 1.0]
     assert seen == [0.0, 0.0, 0.5, 0.5, 1.0, 1.0]  # two batches per epoch
     assert all(math.isfinite(v) for v in history["loss"])
@@ -211,9 +235,13 @@ def test_collapse_diagnostics_against_numpy():
         q = vae.encode(x)
         mu, var = minivae.to_numpy(q.loc.data), minivae.to_numpy(q.scale.data) ** 2
     np.testing.assert_allclose(d["mean_variance"], mu.var(axis=0, ddof=1), rtol=1e-9)
-    np.testing.assert_allclose(d["kl_per_dim"], (0.5 * (mu**2 + var - 1 - np.log(var))).mean(axis=0), rtol=1e-9)
+    np.testing.assert_allclose(
+        d["kl_per_dim"], (0.5 * (mu**2 + var - 1 - np.log(var))).mean(axis=0), rtol=1e-9
+    )
     assert d["active_units"] == int((mu.var(axis=0, ddof=1) > 0.01).sum())
-    np.testing.assert_allclose(sum(d["kl_per_dim"]), num(vae.elbo(x)["kl"]), rtol=1e-9)  # KL sums over units
+    np.testing.assert_allclose(
+        sum(d["kl_per_dim"]), num(vae.elbo(x)["kl"]), rtol=1e-9
+    )  # KL sums over units
 
 
 def test_a_unit_whose_mean_ignores_x_is_inactive():

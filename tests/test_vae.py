@@ -237,7 +237,7 @@ def test_bad_input_errors_say_what_was_wrong():
             vae.elbo(x, samples=bad)
     with pytest.raises(ValueError, match=r"VAE.log_marginal: chunk must be a positive integer, got 0"):
         vae.log_marginal(x, chunk=0)
-    with pytest.raises(ValueError, match=r"unknown estimator 'B'; expected one of \('analytic', 'mc'\)"):
+    with pytest.raises(ValueError, match=r"unknown estimator 'B'; expected one of \('analytic', 'mc', 'iwae'\)"):
         vae.elbo(x, estimator="B")
     with pytest.raises(ValueError, match=r"unknown likelihood 'poisson'"):
         tiny_vae(likelihood="poisson")
