@@ -60,6 +60,7 @@ def main(argv=None) -> dict:
     started = time.perf_counter()
     backend.set_backend(args.backend)
     backend.seed(args.seed)  # the initial weights; each epoch then draws from (seed, epoch)
+    os.makedirs(args.out, exist_ok=True)  # an unwritable --out fails now, not after training
 
     # --- 1. Data: intensities as uint8; training images binarised on the device every epoch --
     (x_train, y_train), (x_test, y_test) = (
