@@ -212,7 +212,8 @@ def collapse_diagnostics(vae, x_batches, threshold: float = 0.01) -> dict:
     n, kl_sum, mu_sum, mu_sq = 0, 0, 0, 0
     with no_grad():
         for x in x_batches:
-            q = vae.encode_given(*x) if isinstance(x, tuple) else vae.encode(x)
+            args = x if isinstance(x, tuple) else (x,)
+            q = vae.encode_given(*args) if len(args) == 2 else vae.encode(*args)
             if not isinstance(q, Normal):
                 raise ValueError("collapse_diagnostics: needs a diagonal ('diag') posterior, "
                                  f"got {type(q).__name__}")
