@@ -63,14 +63,11 @@ def main(argv=None) -> dict:
     os.makedirs(args.out, exist_ok=True)  # an unwritable --out fails now, not after training
 
     # --- 1. Data: intensities as uint8; training images binarised on the device every epoch --
-    (x_train, y_train), (x_test, y_test) = (
-        load_fashion_mnist if args.dataset == "fashion" else load_mnist
-    )()
+    load = load_fashion_mnist if args.dataset == "fashion" else load_mnist
+    (x_train, y_train), (x_test, y_test) = load()
     x_train, y_train = x_train[: args.limit], y_train[: args.limit]
-    x_test, y_test = (
-        binarize_static(x_test[: args.test_limit]),
-        y_test[: args.test_limit],
-    )  # once, fixed seed
+    x_test, y_test = x_test[: args.test_limit], y_test[: args.test_limit]
+    x_test = binarize_static(x_test)  # once, with the fixed seed: every model sees the same images
     if args.binarization == "static":  # one draw for the whole run instead of one per epoch
         x_train = binarize_static(x_train, seed=args.seed) * np.uint8(255)
     x_test = x_test.astype(np.float32)  # 0/1
@@ -92,11 +89,8 @@ def main(argv=None) -> dict:
     estimator = "iwae" if args.objective == "iwae" else "mc"
 
     def objective(x, y=None):
-        parts = (
-            vae.elbo(x, samples=args.k, estimator=estimator)
-            if y is None
-            else vae.elbo(x, y, samples=args.k, estimator=estimator)
-        )
+        labels = () if y is None else (y,)  # a conditional VAE takes the labels too
+        parts = vae.elbo(x, *labels, samples=args.k, estimator=estimator)
         parts["neg_elbo"] = parts["nll"] + parts["kl"]  # the true -ELBO (beta = 1), as reported
         return parts
 
