@@ -205,7 +205,7 @@ def collapse_diagnostics(vae, x_batches, threshold: float = 0.01) -> dict:
     (a ConditionalVAE's (x, y): encode_given). Returns host floats:
     "kl_per_dim": the mean over the data of KL(q(z_u|x) || N(0, 1)) for each unit u (nats);
     "mean_variance": Cov_x(E_q(z|x)[z_u]), the variance over the data of each posterior mean;
-    "active_units": how many units have mean_variance > threshold (Burda et al. 2016, sec. 5.2:
+    "active_units": how many units have mean_variance > threshold (Burda et al. 2016:
     a unit whose posterior mean does not move with x carries no information about x).
     """
     xp = backend.xp()
@@ -235,9 +235,9 @@ def collapse_diagnostics(vae, x_batches, threshold: float = 0.01) -> dict:
 def iwae_bound(log_w):
     """L_k = log (1/k) sum_i w_i for log-weights log_w of shape (k, N): one value per data point.
 
-    log w_i = log p(x, z_i) - log q(z_i|x), z_i reparameterised (Burda et al. 2016, eq. (8)).
-    Written as a logsumexp, its gradient is the paper's eq. (14), sum_i w~_i grad log w_i with
-    the normalised weights w~_i = w_i / sum_j w_j: they come out of logsumexp's backward
+    log w_i = log p(x, z_i) - log q(z_i|x), z_i reparameterised (Burda et al. 2016).
+    Written as a logsumexp, its gradient is the one the paper derives, sum_i w~_i grad log w_i
+    with the normalised weights w~_i = w_i / sum_j w_j: they come out of logsumexp's backward
     (a softmax), so no weight is detached by hand. k = 1 gives the ELBO estimate log w_1.
     """
     return F.logsumexp(log_w, axis=0) - math.log(log_w.shape[0])

@@ -6,8 +6,8 @@
   log_marginal over the pooled draws (Jensen, exact);
 * its mean over repeats rises with k (4 standard errors of the paired differences; the gap
   measured at over 13 of them for eight model seeds, so no seed makes it flake);
-* gradcheck with the noise held fixed, and the gradient is the paper's eq. (14): the normalised
-  weights times each draw's gradient (reference computed by hand);
+* gradcheck with the noise held fixed, and the gradient is the one Burda et al. derive: the
+  normalised weights times each draw's gradient (reference computed by hand);
 * beta weights only the training loss; kl_warmup; fit's kl_weight; diagnostics against NumPy.
 """
 
@@ -140,8 +140,8 @@ def test_gradcheck_iwae_with_noise_held_fixed():
 
 
 def test_gradient_is_the_normalised_weights_times_each_draws_gradient():
-    """Eq. (14): grad L_k = sum_i w~_i grad log w_i, w~ = softmax(log w). The reference takes
-    each draw's gradient separately and weights it by hand; they must agree."""
+    """Burda et al.'s gradient: grad L_k = sum_i w~_i grad log w_i, w~ = softmax(log w). The
+    reference takes each draw's gradient separately and weights it by hand; they must agree."""
     vae, x, eps = tiny_vae(), binary(n=1), noise(4, n=1)
     vae.elbo(x)
     weights = vae.parameters()
