@@ -27,6 +27,7 @@ import numpy as np
 
 from minivae import backend, files, plots, train
 from minivae.backend import BackendError
+from minivae.conditional import ConditionalVAE
 from minivae.datasets import (
     TEST_BINARIZATION_SEED,
     DataError,
@@ -34,11 +35,10 @@ from minivae.datasets import (
     load_fashion_mnist,
     load_mnist,
 )
+from minivae.hierarchical import HierarchicalVAE, layer_diagnostics
 from minivae.nn import Dense, Flatten, Sequential
 from minivae.optim import Adam
 from minivae.tensor import Tensor, no_grad
-from minivae.conditional import ConditionalVAE
-from minivae.hierarchical import HierarchicalVAE, layer_diagnostics
 from minivae.vae import VAE, collapse_diagnostics, kl_warmup
 
 IMAGE_SHAPE = (28, 28)

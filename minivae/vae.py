@@ -19,15 +19,23 @@ the per-dimension KL and active units that show posterior collapse.
 bookkeeping: sums over pixels and latent dimensions, means over the batch (and
 over the L samples).
 """
+
 from __future__ import annotations
 
 import math
 
 from . import backend
 from . import functional as F
-from .distributions import Bernoulli, GaussianLikelihood, MultivariateNormalTriL, Normal, StandardNormal, kl_divergence
+from .distributions import (
+    Bernoulli,
+    GaussianLikelihood,
+    MultivariateNormalTriL,
+    Normal,
+    StandardNormal,
+    kl_divergence,
+)
 from .nn.module import Module
-from .tensor import Tensor, lift, as_tensor, no_grad
+from .tensor import Tensor, as_tensor, lift, no_grad
 
 LIKELIHOODS = ("gaussian", "bernoulli")
 POSTERIORS = ("diag", "full")
@@ -52,10 +60,19 @@ class VAE(Module):
     parameters are the encoder's and the decoder's (the prior is fixed).
     """
 
-    def __init__(self, encoder, decoder, prior=None, likelihood: str = "gaussian", posterior: str = "diag",
-                 log_std_min: float | None = -5.0):
+    def __init__(
+        self,
+        encoder,
+        decoder,
+        prior=None,
+        likelihood: str = "gaussian",
+        posterior: str = "diag",
+        log_std_min: float | None = -5.0,
+    ):
         if likelihood not in LIKELIHOODS:
-            raise ValueError(f"VAE: unknown likelihood {likelihood!r}; expected one of {LIKELIHOODS}")
+            raise ValueError(
+                f"VAE: unknown likelihood {likelihood!r}; expected one of {LIKELIHOODS}"
+            )
         if posterior not in POSTERIORS:
             raise ValueError(f"VAE: unknown posterior {posterior!r}; expected one of {POSTERIORS}")
         self.encoder, self.decoder, self.prior = encoder, decoder, prior
@@ -76,11 +93,17 @@ class VAE(Module):
             raise ValueError(f"VAE.encode: expected a batch x of shape (N, ...), got {x.shape}")
         h = self.encoder(x)
         if h.ndim != 2:
-            raise ValueError(f"VAE.encode: the encoder must return (N, k), got {h.shape} for x of shape {x.shape}")
+            raise ValueError(
+                f"VAE.encode: the encoder must return (N, k), got {h.shape} for x of shape "
+                f"{x.shape}"
+            )
         k = h.shape[1]
         if self.posterior == "diag":
             if k % 2:
-                raise ValueError(f"VAE.encode: a 'diag' posterior needs the encoder to return (N, 2l) = [mu, log_var], got {h.shape}")
+                raise ValueError(
+                    "VAE.encode: a 'diag' posterior needs the encoder to return (N, 2l) = [mu, "
+                    f"log_var], got {h.shape}"
+                )
             l = k // 2
             mu, log_var = F.split(h, 2, axis=-1)
             q = Normal.from_log_var(mu, log_var)
@@ -88,15 +111,21 @@ class VAE(Module):
             l = _full_latent_dim(k)
             if l is None:
                 raise ValueError(
-                    f"VAE.encode: a 'full' posterior needs the encoder to return (N, 2l + l(l-1)/2) = "
-                    f"[mu, log diag L, strictly-lower L] (l=1: 2, l=2: 5, l=3: 9, ...), got {h.shape}"
+                    "VAE.encode: a 'full' posterior needs the encoder to return (N, 2l + "
+                    "l(l-1)/2) = "
+                    "[mu, log diag L, strictly-lower L] (l=1: 2, l=2: 5, l=3: 9, ...), got "
+                    f"{h.shape}"
                 )
             mu, log_diag, lower = F.split(h, [l, l, l * (l - 1) // 2], axis=-1)
             q = MultivariateNormalTriL.from_log_diag(mu, log_diag, lower)
         if self._default_prior and (self.prior is None or self.prior.loc.dtype != h.dtype):
-            self.prior = StandardNormal(l, dtype=str(h.dtype).split(".")[-1])  # 'float32' or 'float64'
+            # 'float32' or 'float64'
+            self.prior = StandardNormal(l, dtype=str(h.dtype).split(".")[-1])
         if self.prior.shape[-1] != l:
-            raise ValueError(f"VAE.encode: the encoder gives a {l}-dimensional latent, the prior has shape {self.prior.shape}")
+            raise ValueError(
+                f"VAE.encode: the encoder gives a {l}-dimensional latent, the prior has shape "
+                f"{self.prior.shape}"
+            )
         self.x_shape = x.shape[1:]
         return q
 
@@ -105,22 +134,32 @@ class VAE(Module):
         z = as_tensor(z)
         x_shape = tuple(x_shape) if x_shape is not None else self.x_shape
         if x_shape is None:
-            raise ValueError("VAE.decode: the data shape is not known yet; call the VAE on data first or pass x_shape=")
+            raise ValueError(
+                "VAE.decode: the data shape is not known yet; call the VAE on data first or pass "
+                "x_shape="
+            )
         D = math.prod(x_shape)
         lead = z.shape[:-1]
         h = self.decoder(z.reshape(-1, z.shape[-1]))  # the decoder sees one flat batch (M, l)
         need = 2 * D if self.likelihood == "gaussian" else D
         if h.ndim != 2 or h.shape[1] != need:
-            what = f"2 x {D} (mean logits, then raw log-std)" if self.likelihood == "gaussian" else f"{D} logits"
+            what = (
+                f"2 x {D} (mean logits, then raw log-std)"
+                if self.likelihood == "gaussian"
+                else f"{D} logits"
+            )
             raise ValueError(
-                f"VAE.decode: the decoder returned shape {h.shape}; a {self.likelihood!r} likelihood for data "
+                f"VAE.decode: the decoder returned shape {h.shape}; a {self.likelihood!r} "
+                "likelihood for data "
                 f"of shape (N, {', '.join(map(str, x_shape))}) needs (M, {need}) = {what}"
             )
         event = len(x_shape)
         if self.likelihood == "bernoulli":
             return Bernoulli(h.reshape(*lead, *x_shape), event_ndim=event)
         h1, h2 = F.split(h, 2, axis=-1)
-        return GaussianLikelihood(h1.reshape(*lead, *x_shape), h2.reshape(*lead, *x_shape), self.log_std_min, event)
+        return GaussianLikelihood(
+            h1.reshape(*lead, *x_shape), h2.reshape(*lead, *x_shape), self.log_std_min, event
+        )
 
     # --- the objective -------------------------------------------------------------
     def elbo(self, x, samples: int = 1, estimator: str = "analytic", eps=None, beta=None) -> dict:
@@ -136,7 +175,9 @@ class VAE(Module):
         eps: noise of shape (samples, N, l) (or (N, l) for one sample) to hold the draws fixed.
         """
         if estimator not in ESTIMATORS:
-            raise ValueError(f"VAE.elbo: unknown estimator {estimator!r}; expected one of {ESTIMATORS}")
+            raise ValueError(
+                f"VAE.elbo: unknown estimator {estimator!r}; expected one of {ESTIMATORS}"
+            )
         _check_count("VAE.elbo", "samples", samples)
         beta = _check_beta("VAE.elbo", self.beta if beta is None else beta)
         x = as_tensor(x)
@@ -173,7 +214,7 @@ class VAE(Module):
             per_chunk = []  # log sum_k w_k over each chunk, (N,) each
             for start in range(0, samples, chunk):
                 n = min(chunk, samples - start)
-                z = q.sample((n,)) if eps is None else q.rsample((n,), eps=eps[start:start + n])
+                z = q.sample((n,)) if eps is None else q.rsample((n,), eps=eps[start : start + n])
                 log_w = self.decode(z).log_prob(x) + self.prior.log_prob(z) - q.log_prob(z)
                 per_chunk.append(F.logsumexp(log_w, axis=0))
             return (F.logsumexp(F.stack(per_chunk), axis=0) - math.log(samples)).data
@@ -182,7 +223,10 @@ class VAE(Module):
         """The decoded means of n draws from the prior, shape (n, *x_shape)."""
         _check_count("VAE.sample", "n", n)
         if self.prior is None:
-            raise ValueError("VAE.sample: the latent size is not known yet; call the VAE on data first or pass prior=")
+            raise ValueError(
+                "VAE.sample: the latent size is not known yet; call the VAE on data first or pass "
+                "prior="
+            )
         with no_grad():
             return self.decode(self.prior.sample((n,)), x_shape).mean
 
@@ -215,9 +259,11 @@ def collapse_diagnostics(vae, x_batches, threshold: float = 0.01) -> dict:
             args = x if isinstance(x, tuple) else (x,)
             q = vae.encode_given(*args) if len(args) == 2 else vae.encode(*args)
             if not isinstance(q, Normal):
-                raise ValueError("collapse_diagnostics: needs a diagonal ('diag') posterior, "
-                                 f"got {type(q).__name__}")
-            mu, var = q.loc.data, q.scale.data ** 2
+                raise ValueError(
+                    "collapse_diagnostics: needs a diagonal ('diag') posterior, "
+                    f"got {type(q).__name__}"
+                )
+            mu, var = q.loc.data, q.scale.data**2
             mu64 = xp.astype(mu, xp.float64)
             kl = 0.5 * (mu**2 + var - 1 - xp.log(var))  # eq. (24), one unit at a time
             kl_sum = kl_sum + xp.sum(xp.astype(kl, xp.float64), axis=0)
@@ -226,10 +272,13 @@ def collapse_diagnostics(vae, x_batches, threshold: float = 0.01) -> dict:
     if n < 2:
         raise ValueError(f"collapse_diagnostics: needs at least 2 data points, got {n}")
     mean = mu_sum / n
-    variance = (mu_sq - n * mean ** 2) / (n - 1)  # float64 sums: the cancellation costs ~1e-12
+    variance = (mu_sq - n * mean**2) / (n - 1)  # float64 sums: the cancellation costs ~1e-12
     kl, variance = backend.to_numpy(kl_sum / n), backend.to_numpy(variance)
-    return {"kl_per_dim": [float(v) for v in kl], "mean_variance": [float(v) for v in variance],
-            "active_units": int((variance > threshold).sum())}
+    return {
+        "kl_per_dim": [float(v) for v in kl],
+        "mean_variance": [float(v) for v in variance],
+        "active_units": int((variance > threshold).sum()),
+    }
 
 
 def iwae_bound(log_w):
@@ -251,8 +300,9 @@ def _fixed_noise(who, eps, x, samples, shape):
     if eps.shape == shape and samples == 1:
         eps = eps.reshape(1, *eps.shape)
     if eps.shape != (samples, *shape):
-        raise ValueError(f"{who}: eps has shape {eps.shape}, "
-                         f"expected (samples, N, l) = {(samples, *shape)}")
+        raise ValueError(
+            f"{who}: eps has shape {eps.shape}, expected (samples, N, l) = {(samples, *shape)}"
+        )
     return eps
 
 

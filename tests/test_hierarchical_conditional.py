@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import minivae
-from minivae import Tensor, backend, gradcheck, no_grad
+from minivae import Tensor, gradcheck, no_grad
 from minivae.conditional import ConditionalVAE, one_hot
 from minivae.hierarchical import HierarchicalVAE, layer_diagnostics
 from minivae.nn import Dense, Flatten, Sequential

@@ -148,7 +148,9 @@ def test_bad_flags_give_one_line_errors(args, expected, data_dir, tmp_path):
 @script
 def test_unwritable_out_fails_before_training(data_dir, tmp_path):
     (tmp_path / "file").write_text("")
-    done = run_mnist(*QUICK, "--epochs", "1", "--out", str(tmp_path / "file" / "sub"), data_dir=data_dir)
+    done = run_mnist(
+        *QUICK, "--epochs", "1", "--out", str(tmp_path / "file" / "sub"), data_dir=data_dir
+    )
     assert done.returncode == 1 and done.stderr.startswith("mnist.py: error:"), done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
 
