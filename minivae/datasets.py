@@ -387,6 +387,27 @@ def _check_array(array, key, path, spec):
     return array
 
 
+# ---------------------------------------------------------------- binarisation
+
+# The seed of the test set's one binarisation (binarize_static), the same in every run, so
+# that every model is scored on the same binary images.
+TEST_BINARIZATION_SEED = 20160201
+
+
+def binarize_static(x, seed=TEST_BINARIZATION_SEED):
+    """One Bernoulli draw per pixel, each 1 with probability intensity / 255: uint8 0/1 array.
+
+    Burda et al. (2016) binarise MNIST this way: the training set afresh every epoch
+    (minivae.train.binarize, on the device), the test set once, with a fixed seed."""
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8:
+        raise ValueError(
+            f"binarize_static: expected a uint8 array of intensities 0..255, got "
+            f"{type(x).__name__} {getattr(x, 'dtype', '')}"
+        )
+    u = np.random.default_rng(seed).random(x.shape)
+    return (u * 255 < x).astype(np.uint8)  # P(u < x / 255) = x / 255
+
+
 # ---------------------------------------------------------------- splitting
 
 

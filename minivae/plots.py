@@ -37,6 +37,23 @@ def learning_curves(metrics: dict, path, title: str | None = None) -> None:
     save_figure(fig, path)
 
 
+def collapse(mean_variance: list, kl_per_dim: list, path, threshold: float = 0.01) -> None:
+    """Posterior collapse at a glance: active units per epoch, and each unit's KL at the end.
+
+    mean_variance: per epoch, each unit's Cov_x(E_q[z_u]); a unit above `threshold` is active
+    (Burda et al. 2016). kl_per_dim: each unit's KL(q(z_u|x) || p(z_u)) after training."""
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    ax = fig.add_subplot(1, 2, 1)
+    active = [sum(v > threshold for v in epoch) for epoch in mean_variance]
+    ax.plot(np.arange(1, len(mean_variance) + 1), active)
+    ax.set(xlabel="epoch", ylabel="active units", title=f"units with Cov_x(E_q[z_u]) > {threshold}")
+    ax = fig.add_subplot(1, 2, 2)
+    order = np.argsort(kl_per_dim)[::-1]
+    ax.bar(np.arange(len(kl_per_dim)), np.asarray(kl_per_dim)[order])
+    ax.set(xlabel="latent unit (sorted)", ylabel="nats", title="KL of each unit, after training")
+    save_figure(fig, path)
+
+
 def image_grid(images: np.ndarray, path, n_cols: int = 10, title: str | None = None) -> None:
     """Images (N, H, W) in rows of `n_cols`, grey scale, values in [0, 1]."""
     fig = Figure(

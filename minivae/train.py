@@ -49,6 +49,17 @@ def to_device(x: np.ndarray) -> Tensor:
     return Tensor(data)
 
 
+def binarize(x: Tensor) -> Tensor:
+    """A fresh Bernoulli draw of every pixel, 1 with probability x (intensities in [0, 1]).
+
+    Dynamic binarisation (Burda et al. 2016): called on every training batch, it draws from
+    the backend's generator, which fit() reseeds each epoch, so each epoch sees new binary
+    images and a resumed run sees the same ones."""
+    xp = backend.xp()
+    u = backend.uniform(x.shape, x.dtype)
+    return Tensor(xp.astype(u < x.data, x.dtype))
+
+
 def train_step(loss_fn, optimizer, x: Tensor) -> dict:
     """One step of gradient descent on the batch `x`; returns loss_fn's dict."""
     optimizer.zero_grad()
@@ -232,6 +243,7 @@ def fit(
     history: History | None = None,
     step=None,
     reduction: str = "mean",
+    kl_weight=None,
 ) -> History:
     """Train `model` for up to `epochs` epochs; return the History.
 
@@ -257,6 +269,9 @@ def fit(
     history: a History from load_checkpoint to continue; training resumes at epoch
         len(history) and `epochs` counts from the start of the run, as in Keras.
     step(batch) -> dict: one training step; by default train_step(loss_fn, optimizer, batch).
+    kl_weight: a number, or a function of the epoch (from 0) such as vae.kl_warmup(10): set as
+        model.beta (the KL weight VAE.elbo trains with) before every epoch and recorded in the
+        history as "beta". None leaves model.beta alone.
 
     history.seconds and the progress line time the training pass only: validation is
     run after the clock stops.
@@ -288,6 +303,8 @@ def fit(
         backend.seed(epoch_seed(seed, epoch))
         last_good = model.state_dict(), optimizer.state_dict()  # host copies, to undo a blow-up
         start = time.perf_counter()
+        if kl_weight is not None:
+            model.beta = kl_weight(epoch) if callable(kl_weight) else kl_weight
 
         train = _Sums()
         for idx in _batches(backend.permutation(len(x_train)), batch_size):
@@ -310,6 +327,8 @@ def fit(
             print(f"fit: {history.stopped}", file=sys.stderr)
             break
 
+        if kl_weight is not None:
+            means["beta"] = float(model.beta)
         for k, v in means.items():
             history.metrics.setdefault(k, []).append(v)
         history.seconds.append(seconds)

@@ -11,6 +11,10 @@ reparameterisation that lets gradients reach the encoder (eqs. (16)-(19)):
 * estimator A (eq. (3)):  1/L sum_j [log p(x, z^(j)) - log q(z^(j)|x)]
 * estimator B (eq. (4)):  1/L sum_j log p(x|z^(j)) - KL(q || p), KL in closed form (eq. (24))
 
+Beyond the lecture (docs/beyond.md): the IWAE bound of Burda et al. (2016), a KL weight
+beta (Higgins et al. 2017) that a warm-up raises from 0 to 1 (Bowman et al. 2016), and
+the per-dimension KL and active units that show posterior collapse.
+
 ``elbo()`` returns the loss to minimise, -ELBO = nll + kl, with the lecture's
 bookkeeping: sums over pixels and latent dimensions, means over the batch (and
 over the L samples).
@@ -36,7 +40,7 @@ from .tensor import Tensor, as_int, as_tensor, lift, no_grad
 
 LIKELIHOODS = ("gaussian", "bernoulli")
 POSTERIORS = ("diag", "full")
-ESTIMATORS = ("analytic", "mc")
+ESTIMATORS = ("analytic", "mc", "iwae")
 REDUCTIONS = ("mean", "sum")
 
 
@@ -90,6 +94,7 @@ class VAE(Module):
         self.likelihood, self.posterior, self.log_std_min = likelihood, posterior, log_std_min
         self.x_shape = None  # one data point's shape, learned from the data
         self.validate_data = validate_data
+        self.beta = 1.0  # the KL weight elbo() trains with by default (fit's kl_weight sets it)
 
     def forward(self, x):
         """The decoded mean of one reparameterised draw z ~ q(z|x), as the lecture's call()."""
@@ -204,9 +209,15 @@ class VAE(Module):
 
     # --- the objective -------------------------------------------------------------
     def elbo(
-        self, x, samples: int = 1, estimator: str = "analytic", eps=None, reduction: str = "mean"
+        self,
+        x,
+        samples: int = 1,
+        estimator: str = "analytic",
+        eps=None,
+        reduction: str = "mean",
+        beta=None,
     ) -> dict:
-        """{"loss", "kl", "nll"}: scalar Tensors, loss = nll + kl = -ELBO.
+        """{"loss", "kl", "nll"}: scalar Tensors, loss = nll + beta * kl (-ELBO for beta = 1).
 
         reduction="mean": means over the batch (the lecture's); "sum": sums over the batch
         (PyTorch's example, BCE(reduction="sum") + KLD). Both average over the L samples.
@@ -214,6 +225,11 @@ class VAE(Module):
         estimator="analytic": SGVB estimator B (eq. (4)), kl = the closed-form KL (eq. (24)).
         estimator="mc":       SGVB estimator A (eq. (3)),
                               kl = 1/L sum_j [log q(z^(j)|x) - log p(z^(j))].
+        estimator="iwae":     the IWAE bound with k = `samples` (see iwae_bound); kl and nll
+                              are estimator A's on the same draws, and loss = -L_k with the
+                              log prior ratio weighted by beta.
+        nll + kl is always the true -ELBO (beta = 1), whatever beta trains.
+        beta: the KL weight; None takes self.beta (1 unless set, e.g. by fit's kl_weight).
         eps: noise of shape (samples, N, l) (or (N, l) for one sample) to hold the draws fixed.
         """
         if estimator not in ESTIMATORS:
@@ -225,30 +241,29 @@ class VAE(Module):
                 f"VAE.elbo: unknown reduction {reduction!r}; expected one of {REDUCTIONS}"
             )
         check_count("VAE.elbo", "samples", samples)
+        beta = check_beta("VAE.elbo", self.beta if beta is None else beta)
         x = as_tensor(_refuse_integers(x, "VAE.elbo"))
         q = self.encode(x)
-        if eps is not None:
-            eps = lift(eps, x, "VAE.elbo")
-            if eps.shape == q.shape and samples == 1:
-                eps = eps.reshape(1, *eps.shape)
-            if eps.shape != (samples, *q.shape):
-                raise ValueError(
-                    f"VAE.elbo: eps has shape {eps.shape}, expected (samples, N, l) = "
-                    f"{(samples, *q.shape)}"
-                )
+        eps = _fixed_noise("VAE.elbo", eps, x, samples, q.shape)
         z = q.rsample((samples,), eps=eps)  # (L, N, l): z = mu + L eps
         log_px_z = self.decode(z).log_prob(x)  # (L, N): log p(x|z), summed over pixels
         nll = -log_px_z.mean()
         if estimator == "analytic":
             kl = kl_divergence(q, self.prior).mean()
+            loss = nll + beta * kl
         else:
-            kl = (q.log_prob(z) - self.prior.log_prob(z)).mean()
+            log_ratio = q.log_prob(z) - self.prior.log_prob(z)  # (L, N): log q(z|x) - log p(z)
+            kl = log_ratio.mean()
+            if estimator == "mc":
+                loss = nll + beta * kl
+            else:
+                loss = -iwae_bound(log_px_z - beta * log_ratio).mean()
         if reduction == "sum":  # the means over the batch times its size
-            nll, kl = nll * x.shape[0], kl * x.shape[0]
-        return {"loss": nll + kl, "kl": kl, "nll": nll}
+            nll, kl, loss = nll * x.shape[0], kl * x.shape[0], loss * x.shape[0]
+        return {"loss": loss, "kl": kl, "nll": nll}
 
     def log_marginal(
-        self, x, samples: int = 1000, chunk: int = 100, batch_size: int | None = None
+        self, x, samples: int = 1000, chunk: int = 100, batch_size: int | None = None, eps=None
     ) -> Tensor:
         """Importance-sampled log p(x), one value per data point: a Tensor (N,).
 
@@ -259,6 +274,8 @@ class VAE(Module):
         no_grad, `chunk` draws at a time and `batch_size` images at a time (all at
         once by default), so K = 5000 over a whole test set fits in memory.
         x: a Tensor or a host array (moved to the device as Tensor(x) does).
+        eps: noise of shape (samples, N, l) to use these draws (e.g. the IWAE bound's)
+        instead of fresh ones.
         """
         check_count("VAE.log_marginal", "samples", samples)
         check_count("VAE.log_marginal", "chunk", chunk)
@@ -267,18 +284,26 @@ class VAE(Module):
         with no_grad():
             x = as_tensor(_refuse_integers(x, "VAE.log_marginal"))
             n = x.shape[0]
+            if eps is not None:
+                eps = _fixed_noise("VAE.log_marginal", eps, x, samples, self.encode(x).shape)
             rows = n if batch_size is None else batch_size
             parts = [
-                self._log_marginal(x[i : min(i + rows, n)], samples, chunk)
+                self._log_marginal(
+                    x[i : min(i + rows, n)],
+                    samples,
+                    chunk,
+                    None if eps is None else eps[:, i : min(i + rows, n)],
+                )
                 for i in range(0, n, rows)
             ]
             return parts[0] if len(parts) == 1 else F.concatenate(parts)
 
-    def _log_marginal(self, x: Tensor, samples: int, chunk: int) -> Tensor:
+    def _log_marginal(self, x: Tensor, samples: int, chunk: int, eps) -> Tensor:
         q = self.encode(x)
         per_chunk = []  # log sum_k w_k over each chunk, (N,) each
         for start in range(0, samples, chunk):
-            z = q.sample((min(chunk, samples - start),))
+            n = min(chunk, samples - start)
+            z = q.sample((n,)) if eps is None else q.rsample((n,), eps=eps[start : start + n])
             log_w = self.decode(z).log_prob(x) + self.prior.log_prob(z) - q.log_prob(z)
             per_chunk.append(F.logsumexp(log_w, axis=0))
         return F.logsumexp(F.stack(per_chunk), axis=0) - math.log(samples)
@@ -293,6 +318,87 @@ class VAE(Module):
             )
         with no_grad():
             return self.decode(self.prior.sample((n,)), x_shape).mean
+
+
+def kl_warmup(epochs: int, beta: float = 1.0):
+    """The KL weight of epoch e (from 0): beta * min(1, e / epochs), rising linearly from 0.
+
+    Bowman et al. (2016) and Sonderby et al. (2016): with the KL switched off at first, the
+    decoder learns to use z before the KL can pull q(z|x) onto the prior. For fit's kl_weight.
+    """
+    check_count("kl_warmup", "epochs", epochs)
+    beta = check_beta("kl_warmup", beta)
+    return lambda epoch: beta * min(1.0, epoch / epochs)
+
+
+def collapse_diagnostics(vae, x_batches, threshold: float = 0.01) -> dict:
+    """Per-dimension KL and active units of a VAE with a diagonal posterior, over the data.
+
+    x_batches: an iterable of device batches, each a Tensor x or a tuple of encode()'s arguments
+    (a ConditionalVAE's (x, y): encode_given). Returns host floats:
+    "kl_per_dim": the mean over the data of KL(q(z_u|x) || N(0, 1)) for each unit u (nats);
+    "mean_variance": Cov_x(E_q(z|x)[z_u]), the variance over the data of each posterior mean;
+    "active_units": how many units have mean_variance > threshold (Burda et al. 2016:
+    a unit whose posterior mean does not move with x carries no information about x).
+    """
+    xp = backend.xp()
+    n, kl_sum, mu_sum, mu_sq = 0, 0, 0, 0
+    with no_grad():
+        for x in x_batches:
+            args = x if isinstance(x, tuple) else (x,)
+            q = vae.encode_given(*args) if len(args) == 2 else vae.encode(*args)
+            if not isinstance(q, Normal):
+                raise ValueError(
+                    "collapse_diagnostics: needs a diagonal ('diag') posterior, "
+                    f"got {type(q).__name__}"
+                )
+            mu, var = q.loc.data, q.scale.data**2
+            mu64 = xp.astype(mu, xp.float64)
+            kl = 0.5 * (mu**2 + var - 1 - xp.log(var))  # eq. (24), one unit at a time
+            kl_sum = kl_sum + xp.sum(xp.astype(kl, xp.float64), axis=0)
+            mu_sum, mu_sq = mu_sum + xp.sum(mu64, axis=0), mu_sq + xp.sum(mu64**2, axis=0)
+            n += mu.shape[0]
+    if n < 2:
+        raise ValueError(f"collapse_diagnostics: needs at least 2 data points, got {n}")
+    mean = mu_sum / n
+    variance = (mu_sq - n * mean**2) / (n - 1)  # float64 sums: the cancellation costs ~1e-12
+    kl, variance = backend.to_numpy(kl_sum / n), backend.to_numpy(variance)
+    return {
+        "kl_per_dim": [float(v) for v in kl],
+        "mean_variance": [float(v) for v in variance],
+        "active_units": int((variance > threshold).sum()),
+    }
+
+
+def iwae_bound(log_w):
+    """L_k = log (1/k) sum_i w_i for log-weights log_w of shape (k, N): one value per data point.
+
+    log w_i = log p(x, z_i) - log q(z_i|x), z_i reparameterised (Burda et al. 2016).
+    Written as a logsumexp, its gradient is the one the paper derives, sum_i w~_i grad log w_i
+    with the normalised weights w~_i = w_i / sum_j w_j: they come out of logsumexp's backward
+    (a softmax), so no weight is detached by hand. k = 1 gives the ELBO estimate log w_1.
+    """
+    return F.logsumexp(log_w, axis=0) - math.log(log_w.shape[0])
+
+
+def _fixed_noise(who, eps, x, samples, shape):
+    """eps as (samples, *shape) on x's backend, or None to draw fresh noise."""
+    if eps is None:
+        return None
+    eps = lift(eps, x, who)
+    if eps.shape == shape and samples == 1:
+        eps = eps.reshape(1, *eps.shape)
+    if eps.shape != (samples, *shape):
+        raise ValueError(
+            f"{who}: eps has shape {eps.shape}, expected (samples, N, l) = {(samples, *shape)}"
+        )
+    return eps
+
+
+def check_beta(who, beta):
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta < math.inf:
+        raise ValueError(f"{who}: beta (the KL weight) must be a finite number >= 0, got {beta!r}")
+    return float(beta)
 
 
 def _full_latent_dim(k: int):

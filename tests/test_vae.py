@@ -277,7 +277,7 @@ def test_bad_input_errors_say_what_was_wrong():
     ):
         vae.log_marginal(x, chunk=0)
     with pytest.raises(
-        ValueError, match=r"unknown estimator 'B'; expected one of \('analytic', 'mc'\)"
+        ValueError, match=r"unknown estimator 'B'; expected one of \('analytic', 'mc', 'iwae'\)"
     ):
         vae.elbo(x, estimator="B")
     with pytest.raises(ValueError, match=r"unknown likelihood 'poisson'"):
