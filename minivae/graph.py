@@ -75,14 +75,14 @@ def layers():
     """Inside ``with layers() as calls:`` every Module call is remembered (module, inputs,
     output), so that ``capture(..., layers=calls)`` can say which layer made each op.
 
-    It is the hook summary() uses (``Module._calls``): outside the block a call costs one
+    It is the hook summary() uses (``Module.call_log``): outside the block a call costs one
     ``is None`` test, as it always did.
     """
-    previous, Module._calls = Module._calls, []
+    previous, Module.call_log = Module.call_log, []
     try:
-        yield Module._calls
+        yield Module.call_log
     finally:
-        Module._calls = previous
+        Module.call_log = previous
 
 
 def capture(

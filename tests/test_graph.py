@@ -181,10 +181,10 @@ def test_the_structure_survives_backward_and_cannot_be_captured_after():
 
 
 def test_layers_recording_is_off_outside_its_block():
-    assert Module._calls is None
+    assert Module.call_log is None
     with graph.layers() as calls:
         Dense(2)(Tensor(backend.normal((1, 3), backend.dtype("float32"))))
-    assert Module._calls is None and len(calls) == 1
+    assert Module.call_log is None and len(calls) == 1
     Dense(2)(Tensor(backend.normal((1, 3), backend.dtype("float32"))))
     assert len(calls) == 1
 

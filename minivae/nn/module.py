@@ -23,12 +23,12 @@ class Module:
     training = True
     # while summary() or minivae.graph.layers() runs: (module, inputs, output) of every call,
     # in the order the calls finish (a layer before the Sequential around it)
-    _calls = None
+    call_log = None  # (a list only while recording; minivae.graph.layers() sets it)
 
     def __call__(self, *args, **kwargs):
         out = self.forward(*args, **kwargs)
-        if Module._calls is not None:
-            Module._calls.append((self, (args, kwargs), out))
+        if Module.call_log is not None:
+            Module.call_log.append((self, (args, kwargs), out))
         return out
 
     def forward(self, *args, **kwargs):
@@ -106,12 +106,13 @@ class Module:
         Builds the model on zeros of shape (1, *input_shape) if it has no weights yet.
         """
         names = {id(m): name for name, m in self.named_modules()}
-        previous, Module._calls = Module._calls, []  # (inside graph.layers(), keep its list after)
-        calls = Module._calls
+        # (inside graph.layers(), keep its list after)
+        previous, Module.call_log = Module.call_log, []
+        calls = Module.call_log
         try:
             self.build(input_shape, dtype)
         finally:
-            Module._calls = previous
+            Module.call_log = previous
         rows = [("Layer (type)", "Output Shape", "Param #")]
         for m, _inputs, out in calls:
             if next(m.children(), None) is None:  # a layer, not a container of layers
