@@ -10,7 +10,8 @@ q(z|x), 3. the decoder p(x|z), 4. the VAE and its ELBO, 5. the training step,
     python examples/frey.py --preset li-turner    # 20 latent dims, softplus, lr 5e-4
 
 The data are found through MINIVAE_DATA (see minivae/datasets.py). Everything is
-written to --out: metrics.json, history.csv, checkpoint.npz and five figures.
+written to --out: metrics.json, history.csv, checkpoint.npz, five figures and, for a
+2-d latent, explorer.html (open it in a browser: move through the latent plane by hand).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import time
 
 import numpy as np
 
-from minivae import backend, files, plots, train
+from minivae import backend, explorer, files, plots, train
 from minivae.backend import BackendError
 from minivae.datasets import DataError, load_frey_faces, split_train_val
 from minivae.nn import Dense, Flatten, Sequential
@@ -148,6 +149,8 @@ def main(argv=None) -> dict:
         if l == 2:  # Kingma & Welling's Figure 4: decode a grid over the prior's quantiles
             z = Tensor(backend.asarray(plots.normal_quantile_grid(20), dtype=q.loc.dtype))
             plots.manifold(vae.decode(z).mean.numpy(), out("manifold.png"), n=20)
+            explorer.write_explorer(out("explorer.html"), decoder, q.loc.numpy(), x_val, image_shape=IMAGE_SHAPE,
+                                    color=val_frames, color_label="video frame", title="Frey Face VAE: latent explorer")
 
     say(f"best validation ELBO {metrics['best_val_elbo']:.1f} nats (epoch {metrics['best_epoch']}), "
         f"validation log p(x) {val_log_px:.1f} (K={args.log_px_samples}), "
