@@ -149,8 +149,9 @@ def main(argv=None) -> dict:
         if l == 2:  # Kingma & Welling's Figure 4: decode a grid over the prior's quantiles
             z = Tensor(backend.asarray(plots.normal_quantile_grid(20), dtype=q.loc.dtype))
             plots.manifold(vae.decode(z).mean.numpy(), out("manifold.png"), n=20)
-            explorer.write_explorer(out("explorer.html"), decoder, q.loc.numpy(), x_val, image_shape=IMAGE_SHAPE,
-                                    color=val_frames, color_label="video frame", title="Frey Face VAE: latent explorer")
+            explorer.write_explorer(out("explorer.html"), decoder, q.loc.numpy(), x_val,
+                                    image_shape=IMAGE_SHAPE, color=val_frames,
+                                    color_label="video frame", title="Frey Face VAE: latent explorer")
 
     say(f"best validation ELBO {metrics['best_val_elbo']:.1f} nats (epoch {metrics['best_epoch']}), "
         f"validation log p(x) {val_log_px:.1f} (K={args.log_px_samples}), "

@@ -4,6 +4,7 @@ in a real headless Chromium against minivae's decoder.
 The browser tests need Debian's chromium and chromium-driver and the selenium package (the
 "browser" extra); they skip without them, except in CI (CI=true), where they fail.
 """
+
 import base64
 import json
 import os
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import need
 
 from minivae import backend as B
 from minivae.explorer import write_explorer
@@ -23,14 +25,14 @@ from minivae.nn import Conv2D, Dense, Flatten, Reshape, Sequential
 from minivae.tensor import Tensor, no_grad
 from minivae.vae import VAE
 
-from conftest import need
-
 IMAGE_SHAPE = (28, 20)  # the Frey faces
 PIXELS = 28 * 20
 FREY = Path(__file__).resolve().parents[1] / "examples" / "frey.py"
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 # The pages hold no network reference: no script/link/img source or url() outside the page itself
-NETWORK = re.compile(r"""(src|href)\s*=\s*["']?(https?:|//)|url\(\s*["']?(https?:|//)|@import""", re.I)
+NETWORK = re.compile(
+    r"""(src|href)\s*=\s*["']?(https?:|//)|url\(\s*["']?(https?:|//)|@import""", re.IGNORECASE
+)
 
 
 def frey_decoder(activation="relu", hidden=200, seed=0):
@@ -48,12 +50,18 @@ def minivae_means(decoder, z):
     """What frey.py displays: the Gaussian likelihood's mean at z, (n, 28, 20) float32."""
     vae = VAE(Sequential([Flatten(), Dense(4)]), decoder, likelihood="gaussian")
     with no_grad():
-        return vae.decode(Tensor(B.asarray(np.asarray(z, np.float32))), x_shape=IMAGE_SHAPE).mean.numpy()
+        return vae.decode(
+            Tensor(B.asarray(np.asarray(z, np.float32))), x_shape=IMAGE_SHAPE
+        ).mean.numpy()
 
 
 def page_data(path):
     html = Path(path).read_text()
-    return json.loads(re.search(r'<script id="data" type="application/json">(.*?)</script>', html, re.S).group(1))
+    return json.loads(
+        re.search(
+            r'<script id="data" type="application/json">(.*?)</script>', html, re.DOTALL
+        ).group(1)
+    )
 
 
 def unpack(b64, dtype):
@@ -82,21 +90,32 @@ def test_page_holds_the_decoder_the_points_and_no_network_reference(tmp_path):
     data = page_data(path)
     dense1, dense2 = decoder.layers
     assert [layer["activation"] for layer in data["layers"]] == ["relu", "linear"]
-    np.testing.assert_array_equal(unpack(data["layers"][0]["kernel"], "f4").reshape(2, 200), dense1.kernel.numpy())
-    np.testing.assert_array_equal(unpack(data["layers"][1]["bias"], "f4"), dense2.bias.numpy()[:PIXELS])  # mean half
-    np.testing.assert_array_equal(unpack(data["layers"][1]["kernel"], "f4").reshape(200, PIXELS),
-                                  dense2.kernel.numpy()[:, :PIXELS])
+    np.testing.assert_array_equal(
+        unpack(data["layers"][0]["kernel"], "f4").reshape(2, 200), dense1.kernel.numpy()
+    )
+    np.testing.assert_array_equal(
+        unpack(data["layers"][1]["bias"], "f4"), dense2.bias.numpy()[:PIXELS]
+    )  # mean half
+    np.testing.assert_array_equal(
+        unpack(data["layers"][1]["kernel"], "f4").reshape(200, PIXELS),
+        dense2.kernel.numpy()[:, :PIXELS],
+    )
     np.testing.assert_array_equal(unpack(data["z"], "f4").reshape(-1, 2), z)
-    np.testing.assert_array_equal(unpack(data["images"], "u1").reshape(-1, *IMAGE_SHAPE),
-                                  np.round(images * 255).astype(np.uint8))
+    np.testing.assert_array_equal(
+        unpack(data["images"], "u1").reshape(-1, *IMAGE_SHAPE),
+        np.round(images * 255).astype(np.uint8),
+    )
 
 
 @pytest.mark.backends("numpy")
-@pytest.mark.parametrize("decoder, match", [
-    (Sequential([Dense(8, "relu"), Dense(2 * PIXELS)]), "unbuilt Dense"),
-    (Sequential([Dense(3 * 8 * 8), Reshape((8, 8, 3)), Conv2D(1, 3)]), "layer 1 is Reshape"),
-    (Dense(2 * PIXELS), "Sequential"),
-])
+@pytest.mark.parametrize(
+    "decoder, match",
+    [
+        (Sequential([Dense(8, "relu"), Dense(2 * PIXELS)]), "unbuilt Dense"),
+        (Sequential([Dense(3 * 8 * 8), Reshape((8, 8, 3)), Conv2D(1, 3)]), "layer 1 is Reshape"),
+        (Dense(2 * PIXELS), "Sequential"),
+    ],
+)
 def test_refuses_what_the_page_cannot_run(tmp_path, decoder, match):
     if isinstance(decoder, Sequential) and match != "unbuilt Dense":
         decoder.build((2,))
@@ -114,34 +133,64 @@ def test_refuses_a_latent_that_is_not_2d_and_a_wrong_output_size(tmp_path):
     decoder.build((2,))
     with pytest.raises(ValueError, match="must end in a linear Dense of 1120 units, got 560"):
         write_page(tmp_path, decoder)
-    with pytest.raises(ValueError, match="encodings .N, 2. and images"):
-        write_explorer(tmp_path / "e.html", frey_decoder(), np.zeros((3, 2)), np.zeros((4, *IMAGE_SHAPE)),
-                       image_shape=IMAGE_SHAPE)
+    with pytest.raises(ValueError, match=r"encodings \(N, 2\) and images \(N, \*\(28, 20\)\), got \(3, 2\)"):
+        write_explorer(
+            tmp_path / "e.html",
+            frey_decoder(),
+            np.zeros((3, 2)),
+            np.zeros((4, *IMAGE_SHAPE)),
+            image_shape=IMAGE_SHAPE,
+        )
     with pytest.raises(ValueError, match="NaN"):
-        write_explorer(tmp_path / "e.html", frey_decoder(), np.full((3, 2), np.nan), np.zeros((3, *IMAGE_SHAPE)),
-                       image_shape=IMAGE_SHAPE)
+        write_explorer(
+            tmp_path / "e.html",
+            frey_decoder(),
+            np.full((3, 2), np.nan),
+            np.zeros((3, *IMAGE_SHAPE)),
+            image_shape=IMAGE_SHAPE,
+        )
 
 
 @pytest.mark.backends("numpy")
 def test_frey_writes_the_page_with_its_trained_decoder(data_dir, tmp_path):
-    done = subprocess.run([sys.executable, str(FREY), "--limit", "100", "--epochs", "1", "--log-px-samples", "5",
-                           "--quiet", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "MINIVAE_DATA": data_dir, "MPLBACKEND": "Agg"})
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(FREY),
+            "--limit",
+            "100",
+            "--epochs",
+            "1",
+            "--log-px-samples",
+            "5",
+            "--quiet",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "MINIVAE_DATA": data_dir, "MPLBACKEND": "Agg"},
+    )
     assert done.returncode == 0, done.stderr
     data = page_data(tmp_path / "explorer.html")
     saved = np.load(tmp_path / "checkpoint.npz")
-    np.testing.assert_array_equal(unpack(data["layers"][0]["kernel"], "f4"),
-                                  saved["model/decoder.layers.0.kernel"].ravel())
+    np.testing.assert_array_equal(
+        unpack(data["layers"][0]["kernel"], "f4"), saved["model/decoder.layers.0.kernel"].ravel()
+    )
     assert len(unpack(data["z"], "f4")) == 2 * 10  # the 10 validation faces of 100
-    assert data["colorLabel"] == "video frame" and not NETWORK.search((tmp_path / "explorer.html").read_text())
+    assert data["colorLabel"] == "video frame" and not NETWORK.search(
+        (tmp_path / "explorer.html").read_text()
+    )
 
 
-# --- the page in a headless Chromium ---------------------------------------------------------------
+# --- the page in a headless Chromium -----------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    """Headless Chromium through the system chromedriver: no download, no network, a fresh profile."""
+    """Headless Chromium via the system chromedriver: no download, no network, a fresh profile."""
     if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
         need("chromium", "apt-get install -y chromium chromium-driver")
     try:
@@ -151,9 +200,17 @@ def browser(tmp_path_factory):
         need("selenium", 'pip install -e ".[browser]"')
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1200,800",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1200,1000",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
@@ -176,7 +233,9 @@ def canvas_pixels(driver, name):
     grey = driver.execute_script(
         "const c = document.getElementById(arguments[0]);"
         "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
-        "return Array.from({length: d.length / 4}, (_, i) => d[4 * i]);", name)
+        "return Array.from({length: d.length / 4}, (_, i) => d[4 * i]);",
+        name,
+    )
     return np.array(grey, dtype=np.uint8).reshape(IMAGE_SHAPE)
 
 
@@ -190,14 +249,22 @@ def test_the_pages_decoder_computes_what_minivae_computes(browser, tmp_path, act
     decoder = frey_decoder(activation)
     path, size, _, _ = write_page(tmp_path, decoder)
     open_page(browser, path)
-    z = np.array([[0, 0], [1.5, -0.5], [-2.25, 3.0], [0.1, 0.2], [6.0, -7.5], [-0.75, -1.25]], np.float32)
-    page = np.array([browser.execute_script("return explorer.decode(arguments[0])", [float(a), float(b)])
-                     for a, b in z]).reshape(len(z), *IMAGE_SHAPE)
+    z = np.array(
+        [[0, 0], [1.5, -0.5], [-2.25, 3.0], [0.1, 0.2], [6.0, -7.5], [-0.75, -1.25]], np.float32
+    )
+    page = np.array(
+        [
+            browser.execute_script("return explorer.decode(arguments[0])", [float(a), float(b)])
+            for a, b in z
+        ]
+    ).reshape(len(z), *IMAGE_SHAPE)
     ours = minivae_means(decoder, z)
     diff = float(np.max(np.abs(page - ours)))
     ms = browser.execute_script("return explorer.timeDecode(500)")
-    print(f"\nexplorer ({activation}): max |page - minivae| = {diff:.3g} over {z.size // 2} points; "
-          f"page {size / 1e6:.3f} MB; one decode {ms:.3f} ms")
+    print(
+        f"\nexplorer ({activation}): max |page - minivae| = {diff:.3g} over {z.size // 2} points; "
+        f"page {size / 1e6:.3f} MB; one decode {ms:.3f} ms"
+    )
     assert diff <= 1e-5
     assert 0 < ms < 1000
     assert console_errors(browser) == []
@@ -214,24 +281,30 @@ def test_the_pointer_decodes_live_and_a_click_shows_image_and_reconstruction(bro
     plane = browser.find_element(By.ID, "plane")
     half = plane.size["width"] / 2  # selenium's offsets are from the element's centre
     before = canvas_pixels(browser, "decoded")
-    ActionChains(browser).move_to_element_with_offset(plane, int(0.5 * half), int(-0.3 * half)).perform()
+    ActionChains(browser).move_to_element_with_offset(
+        plane, int(0.5 * half), int(-0.3 * half)
+    ).perform()
     time.sleep(0.05)
     pointer = browser.execute_script("return explorer.pointer")
     after = canvas_pixels(browser, "decoded")
     lim = browser.execute_script("return explorer.lim")
-    np.testing.assert_allclose(pointer, [0.5 * lim, 0.3 * lim], atol=2 * lim / half)  # within 2 canvas pixels
+    np.testing.assert_allclose(
+        pointer, [0.5 * lim, 0.3 * lim], atol=2 * lim / half
+    )  # within 2 canvas pixels
     assert np.any(after != before)  # the image changed as the pointer moved
     expect = shown(minivae_means(decoder, np.array([pointer], np.float32))[0])
     assert np.max(np.abs(after.astype(int) - expect)) <= 1  # the drawn image is the decoded one
 
     i = 7  # click on point i: its image beside its reconstruction
-    px, py = browser.execute_script("return explorer.toPixel(arguments[0], arguments[1])", float(z[i, 0]),
-                                    float(z[i, 1]))
+    px, py = browser.execute_script(
+        "return explorer.toPixel(arguments[0], arguments[1])", float(z[i, 0]), float(z[i, 1])
+    )
     scale = plane.size["width"] / browser.execute_script("return arguments[0].width", plane)
-    ActionChains(browser).move_to_element_with_offset(plane, round(px * scale - half),
-                                                      round(py * scale - half)).click().perform()
+    ActionChains(browser).move_to_element_with_offset(
+        plane, round(px * scale - half), round(py * scale - half)
+    ).click().perform()
     assert browser.execute_script("return explorer.selected") == i
     np.testing.assert_array_equal(canvas_pixels(browser, "original"), shown(images[i]))
-    recon = shown(minivae_means(decoder, z[i:i + 1])[0])
+    recon = shown(minivae_means(decoder, z[i : i + 1])[0])
     assert np.max(np.abs(canvas_pixels(browser, "reconstruction").astype(int) - recon)) <= 1
     assert console_errors(browser) == []
