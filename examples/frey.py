@@ -10,8 +10,7 @@ q(z|x), 3. the decoder p(x|z), 4. the VAE and its ELBO, 5. the training step,
     python examples/frey.py --preset li-turner    # 20 latent dims, softplus, lr 5e-4
 
 The data are found through MINIVAE_DATA (see minivae/datasets.py). Everything is
-written to --out: metrics.json, history.csv, checkpoint.npz, five figures and, for a
-2-d latent, explorer.html (open it in a browser: move through the latent plane by hand).
+written to --out: metrics.json, history.csv, checkpoint.npz, five figures and explorer.html.
 """
 from __future__ import annotations
 

@@ -45,7 +45,9 @@ SEED = 0
 EPOCHS = 3 if SMALL else 200
 LIMIT = 300 if SMALL else None  # faces used (None: all 1,965)
 LOG_PX_SAMPLES = 20 if SMALL else 1000  # importance samples K for log p(x)
-OUT = os.path.join("runs", "notebook_frey_small" if SMALL else "notebook_frey")  # explorer.html goes here
+OUT = os.path.join(
+    "runs", "notebook_frey_small" if SMALL else "notebook_frey"
+)  # explorer.html goes here
 IMAGE_SHAPE, PIXELS = (28, 20), 28 * 20
 
 
@@ -107,8 +109,10 @@ def make_vae(latent_dim=2, hidden=200, posterior="diag", seed=SEED):
 
 
 vae = make_vae()
-print(f"encoder: {vae.encoder.count_params():,} parameters (the lecture: 113,004), "
-      f"decoder: {vae.decoder.count_params():,} (225,720)")
+print(
+    f"encoder: {vae.encoder.count_params():,} parameters (the lecture: 113,004), "
+    f"decoder: {vae.decoder.count_params():,} (225,720)"
+)
 
 # %% [markdown]
 # ## The reparameterisation trick, eqs. (14)-(19)
@@ -126,7 +130,13 @@ eps = np.array([[1.0, 0.5]], np.float32)
 z = q.rsample(eps=Tensor(eps))  # mu + exp(log_var / 2) * eps
 (z * z).sum().backward()  # f(z) = |z|^2
 print("z =", z.numpy(), " d f / d mu =", mu.grad, " (2 z)")
-print("d f / d log_var =", log_var.grad, " (2 z * eps * sigma / 2 =", z.numpy() * eps * np.exp(log_var.numpy() / 2), ")")
+print(
+    "d f / d log_var =",
+    log_var.grad,
+    " (2 z * eps * sigma / 2 =",
+    z.numpy() * eps * np.exp(log_var.numpy() / 2),
+    ")",
+)
 
 # %% [markdown]
 # ## SGVB estimator B, eq. (4), with the closed-form KL, eq. (24)
@@ -141,8 +151,10 @@ q = Normal.from_log_var(Tensor(np.array([[1.0, -0.5]])), Tensor(np.array([[-1.0,
 prior = Normal(Tensor(np.zeros((1, 2))), Tensor(np.ones((1, 2))))
 z = q.sample((100_000,))
 mc = (q.log_prob(z) - prior.log_prob(z)).numpy()
-print(f"closed form (24): {kl_divergence(q, prior).numpy()[0]:.4f}; "
-      f"Monte Carlo, 100,000 draws: {mc.mean():.4f} +- {mc.std() / math.sqrt(len(mc)):.4f}")
+print(
+    f"closed form (24): {kl_divergence(q, prior).numpy()[0]:.4f}; "
+    f"Monte Carlo, 100,000 draws: {mc.mean():.4f} +- {mc.std() / math.sqrt(len(mc)):.4f}"
+)
 
 # %% [markdown]
 # ## Training: the lecture's recipe
@@ -160,24 +172,48 @@ def train_vae(vae, estimator="analytic", samples=1):
         return vae.elbo(x, samples=samples, estimator=estimator)
 
     optimizer = Adam(vae.parameters(), lr=1e-3)
-    history = train.fit(vae, loss_fn, optimizer, x_train, x_val, epochs=EPOCHS, batch_size=100, seed=SEED)
+    history = train.fit(
+        vae, loss_fn, optimizer, x_train, x_val, epochs=EPOCHS, batch_size=100, seed=SEED
+    )
     backend.seed(SEED)  # the evaluation's draws, as examples/frey.py
     final = train.evaluate(vae, loss_fn, x_val, batch_size=100)
-    log_px = float(np.mean(np.concatenate([
-        backend.to_numpy(vae.log_marginal(train.to_device(x_val[i:i + 100]), samples=LOG_PX_SAMPLES))
-        for i in range(0, len(x_val), 100)])))
+    log_px = float(
+        np.mean(
+            np.concatenate(
+                [
+                    backend.to_numpy(
+                        vae.log_marginal(
+                            train.to_device(x_val[i : i + 100]), samples=LOG_PX_SAMPLES
+                        )
+                    )
+                    for i in range(0, len(x_val), 100)
+                ]
+            )
+        )
+    )
     best = history.best_epoch("val_loss")
-    return history, {"best_val_elbo": -history.metrics["val_loss"][best], "best_epoch": best + 1,
-                     "final_val_loss": final["loss"], "final_val_kl": final["kl"],
-                     "final_val_nll": final["nll"], "val_log_px": log_px}
+    return history, {
+        "best_val_elbo": -history.metrics["val_loss"][best],
+        "best_epoch": best + 1,
+        "final_val_loss": final["loss"],
+        "final_val_kl": final["kl"],
+        "final_val_nll": final["nll"],
+        "val_log_px": log_px,
+    }
 
 
 history, result = train_vae(vae)
-print(f"best validation ELBO {result['best_val_elbo']:.1f} nats (epoch {result['best_epoch']}); "
-      f"at the end: loss {result['final_val_loss']:.1f} = kl {result['final_val_kl']:.1f} "
-      f"+ nll {result['final_val_nll']:.1f}; log p(x) ~ {result['val_log_px']:.1f} (K = {LOG_PX_SAMPLES})")
+print(
+    f"best validation ELBO {result['best_val_elbo']:.1f} nats (epoch {result['best_epoch']}); "
+    f"at the end: loss {result['final_val_loss']:.1f} = kl {result['final_val_kl']:.1f} "
+    f"+ nll {result['final_val_nll']:.1f}; "
+    f"log p(x) ~ {result['val_log_px']:.1f} (K = {LOG_PX_SAMPLES})"
+)
 if not SMALL:
-    print("docs/results.md, at commit 0283b8d: best ELBO 825.5, loss -818.4 = 8.8 + (-827.2), log p(x) 838.5")
+    print(
+        "docs/results.md, at commit 0283b8d: best ELBO 825.5, "
+        "loss -818.4 = 8.8 + (-827.2), log p(x) 838.5"
+    )
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(14, 3.5))
@@ -200,7 +236,9 @@ plt.show()
 with no_grad():
     q_val = vae.encode(train.to_device(x_val))  # the posterior of every validation face
     reconstructed = vae.decode(q_val.loc[:10]).mean.numpy()
-show_images(np.concatenate([x_val[:10], reconstructed]), 10, "validation faces (top), their reconstructions")
+show_images(
+    np.concatenate([x_val[:10], reconstructed]), 10, "validation faces (top), their reconstructions"
+)
 show_images(vae.sample(20).numpy(), 10, "decoded means of draws z ~ p(z)")
 
 # %% [markdown]
@@ -230,8 +268,16 @@ plt.show()
 
 # %%
 path = os.path.join(OUT, "explorer.html")
-size = explorer.write_explorer(path, vae.decoder, z_val, x_val, image_shape=IMAGE_SHAPE, color=val_frames,
-                               color_label="video frame", title="Frey Face VAE: latent explorer")
+size = explorer.write_explorer(
+    path,
+    vae.decoder,
+    z_val,
+    x_val,
+    image_shape=IMAGE_SHAPE,
+    color=val_frames,
+    color_label="video frame",
+    title="Frey Face VAE: latent explorer",
+)
 print(f"wrote {os.path.abspath(path)} ({size / 1e6:.2f} MB): open it in a browser")
 
 # %% [markdown]
@@ -254,8 +300,10 @@ history_full, runs["B, full covariance"] = train_vae(make_vae(posterior="full"))
 # %%
 print(f"{'model':34} {'best val ELBO':>14} {'val log p(x)':>13} {'gap':>6}")
 for name, r in runs.items():
-    print(f"{name:34} {r['best_val_elbo']:14.1f} {r['val_log_px']:13.1f} "
-          f"{r['val_log_px'] + r['final_val_loss']:6.1f}")
+    print(
+        f"{name:34} {r['best_val_elbo']:14.1f} {r['val_log_px']:13.1f} "
+        f"{r['val_log_px'] + r['final_val_loss']:6.1f}"
+    )
 
 # %% [markdown]
 # The gap log p(x) − ELBO (at the final weights) is what the posterior family misses. A
