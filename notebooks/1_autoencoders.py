@@ -17,7 +17,7 @@
 # the encodings before and after training and at the reconstructions, then do the
 # lecture's exercise (strides instead of pooling) and train the denoising variant.
 #
-# **Run it small first.** `SMALL = True` (or `MINIVAE_NOTEBOOK_SMALL=1`) trains on 512
+# **Run it small first.** `SMALL = True` (or `MINIVAE_NOTEBOOK_SMALL=1`) trains on 256
 # images for one epoch; `SMALL = False` is the lecture's run (60,000 images, 10 epochs,
 # about two minutes an epoch per model on a laptop's CPU) and reproduces
 # [docs/results.md](../docs/results.md).
@@ -51,7 +51,7 @@ from minivae.train import fit, to_device
 
 SEED = 0
 EPOCHS = 1 if SMALL else 10
-LIMIT = 512 if SMALL else None  # training and test images used (None: all)
+LIMIT = 256 if SMALL else None  # training and test images used (None: all)
 IMAGE_SHAPE = (28, 28, 1)  # channels-last, as Keras
 
 # %% [markdown]
