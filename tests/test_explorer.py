@@ -133,7 +133,9 @@ def test_refuses_a_latent_that_is_not_2d_and_a_wrong_output_size(tmp_path):
     decoder.build((2,))
     with pytest.raises(ValueError, match="must end in a linear Dense of 1120 units, got 560"):
         write_page(tmp_path, decoder)
-    with pytest.raises(ValueError, match=r"encodings \(N, 2\) and images \(N, \*\(28, 20\)\), got \(3, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"encodings \(N, 2\) and images \(N, \*\(28, 20\)\), got \(3, 2\)"
+    ):
         write_explorer(
             tmp_path / "e.html",
             frey_decoder(),
@@ -308,3 +310,24 @@ def test_the_pointer_decodes_live_and_a_click_shows_image_and_reconstruction(bro
     recon = shown(minivae_means(decoder, z[i : i + 1])[0])
     assert np.max(np.abs(canvas_pixels(browser, "reconstruction").astype(int) - recon)) <= 1
     assert console_errors(browser) == []
+
+
+@pytest.mark.backends("numpy")
+def test_a_bernoulli_decoder_keeps_every_logit_and_an_unknown_activation_is_refused(tmp_path):
+    decoder = Sequential([Dense(16, "softplus"), Dense(PIXELS)])
+    decoder.build((2,))
+    path, _, _, _ = write_page(
+        tmp_path, decoder, likelihood="bernoulli", labels=[0, 1] * 30, class_names=["even", "odd"]
+    )
+    data = page_data(path)
+    np.testing.assert_array_equal(
+        unpack(data["layers"][1]["kernel"], "f4").reshape(16, PIXELS),
+        decoder.layers[1].kernel.numpy(),
+    )
+    assert data["classNames"] == ["even", "odd"] and data["labels"][:3] == [0, 1, 0]
+    odd = Sequential([Dense(16, lambda x: x * 2), Dense(2 * PIXELS)])
+    odd.build((2,))
+    with pytest.raises(ValueError, match="decoder layer 0 has activation"):
+        write_page(tmp_path, odd)
+    with pytest.raises(ValueError, match="unknown likelihood 'poisson'"):
+        write_page(tmp_path, decoder, likelihood="poisson")
