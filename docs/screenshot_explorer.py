@@ -30,9 +30,11 @@ def main(page, png, pointer=(1.6, 1.3), point=40):
             driver.get(Path(page).resolve().as_uri())
             plane = driver.find_element(By.ID, "plane")
             driver.execute_script("explorer.select(arguments[0])", point)
-            half, lim = plane.size["width"] / 2, driver.execute_script("return explorer.lim")
-            # selenium's offsets are from the element's centre; the page's z2 points up
-            x, y = round(pointer[0] / lim * half), round(-pointer[1] / lim * half)
+            # the canvas pixel of the latent point; selenium's offsets are from the element's centre
+            px, py = driver.execute_script("return explorer.toPixel(arguments[0], arguments[1])",
+                                           *pointer)
+            half = plane.size["width"] / 2
+            x, y = round(px - half), round(py - half)
             ActionChains(driver).move_to_element_with_offset(plane, x, y).perform()
             driver.save_screenshot(str(png))
         finally:

@@ -289,10 +289,10 @@ def test_the_pointer_decodes_live_and_a_click_shows_image_and_reconstruction(bro
     time.sleep(0.05)
     pointer = browser.execute_script("return explorer.pointer")
     after = canvas_pixels(browser, "decoded")
-    lim = browser.execute_script("return explorer.lim")
-    np.testing.assert_allclose(
-        pointer, [0.5 * lim, 0.3 * lim], atol=2 * lim / half
-    )  # within 2 canvas pixels
+    # the pointer's z, mapped back to the canvas, is where the mouse went (CSS size = canvas size)
+    width = browser.execute_script("return arguments[0].width", plane)
+    at = browser.execute_script("return explorer.toPixel(arguments[0], arguments[1])", *pointer)
+    np.testing.assert_allclose(at, [0.75 * width, 0.35 * width], atol=2)  # within 2 canvas pixels
     assert np.any(after != before)  # the image changed as the pointer moved
     expect = shown(minivae_means(decoder, np.array([pointer], np.float32))[0])
     assert np.max(np.abs(after.astype(int) - expect)) <= 1  # the drawn image is the decoded one
