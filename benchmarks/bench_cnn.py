@@ -9,6 +9,7 @@ PyTorch on 2 threads, NumPy's BLAS on the machine's cores (2 here).
 
     nice python benchmarks/bench_cnn.py [--repeats 40] [--batch 64] [--backend numpy] [--clock wall|cpu]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,14 +25,26 @@ from minivae.tensor import Tensor
 
 
 def minivae_autoencoder():
-    encoder = nn.Sequential([
-        nn.Conv2D(16, 5, activation="relu"), nn.MaxPool2D(2), nn.Conv2D(8, 5, activation="relu"),
-        nn.Flatten(), nn.Dense(64, activation="relu"), nn.Dense(2),
-    ])
-    decoder = nn.Sequential([
-        nn.Dense(64, activation="relu"), nn.Dense(512, activation="relu"), nn.Reshape((8, 8, 8)),
-        nn.Conv2DTranspose(16, 5, activation="relu"), nn.UpSampling2D(2), nn.Conv2DTranspose(1, 5, activation="sigmoid"),
-    ])
+    encoder = nn.Sequential(
+        [
+            nn.Conv2D(16, 5, activation="relu"),
+            nn.MaxPool2D(2),
+            nn.Conv2D(8, 5, activation="relu"),
+            nn.Flatten(),
+            nn.Dense(64, activation="relu"),
+            nn.Dense(2),
+        ]
+    )
+    decoder = nn.Sequential(
+        [
+            nn.Dense(64, activation="relu"),
+            nn.Dense(512, activation="relu"),
+            nn.Reshape((8, 8, 8)),
+            nn.Conv2DTranspose(16, 5, activation="relu"),
+            nn.UpSampling2D(2),
+            nn.Conv2DTranspose(1, 5, activation="sigmoid"),
+        ]
+    )
     return nn.Sequential([encoder, decoder])
 
 
@@ -62,11 +75,25 @@ def torch_step(images: np.ndarray, threads: int):
 
     torch.set_num_threads(threads)
     model = tnn.Sequential(
-        tnn.Conv2d(1, 16, 5), tnn.ReLU(), tnn.MaxPool2d(2), tnn.Conv2d(16, 8, 5), tnn.ReLU(),
-        tnn.Flatten(), tnn.Linear(512, 64), tnn.ReLU(), tnn.Linear(64, 2),
-        tnn.Linear(2, 64), tnn.ReLU(), tnn.Linear(64, 512), tnn.ReLU(), tnn.Unflatten(1, (8, 8, 8)),
-        tnn.ConvTranspose2d(8, 16, 5), tnn.ReLU(), tnn.Upsample(scale_factor=2, mode="nearest"),
-        tnn.ConvTranspose2d(16, 1, 5), tnn.Sigmoid(),
+        tnn.Conv2d(1, 16, 5),
+        tnn.ReLU(),
+        tnn.MaxPool2d(2),
+        tnn.Conv2d(16, 8, 5),
+        tnn.ReLU(),
+        tnn.Flatten(),
+        tnn.Linear(512, 64),
+        tnn.ReLU(),
+        tnn.Linear(64, 2),
+        tnn.Linear(2, 64),
+        tnn.ReLU(),
+        tnn.Linear(64, 512),
+        tnn.ReLU(),
+        tnn.Unflatten(1, (8, 8, 8)),
+        tnn.ConvTranspose2d(8, 16, 5),
+        tnn.ReLU(),
+        tnn.Upsample(scale_factor=2, mode="nearest"),
+        tnn.ConvTranspose2d(16, 1, 5),
+        tnn.Sigmoid(),
     )
     x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
     loss_fn = tnn.BCELoss()
@@ -92,11 +119,19 @@ def main():
     parser.add_argument("--repeats", type=int, default=40, help="timed steps per engine")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--backend", default="numpy")
-    parser.add_argument("--torch-threads", type=int, default=2,
-                        help="PyTorch's threads (NumPy's BLAS takes OPENBLAS_NUM_THREADS from the environment)")
-    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
-                        help="wall time, or the CPU time of this process (all its threads; "
-                             "steadier on a machine shared with other jobs)")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=2,
+        help="PyTorch's threads (NumPy's BLAS takes OPENBLAS_NUM_THREADS from the environment)",
+    )
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="wall time, or the CPU time of this process (all its threads; "
+        "steadier on a machine shared with other jobs)",
+    )
     args = parser.parse_args()
 
     minivae.set_backend(args.backend)
@@ -104,7 +139,9 @@ def main():
     images = np.random.default_rng(0).uniform(0, 1, (args.batch, 28, 28, 1)).astype(np.float32)
     steps = {f"minivae ({args.backend})": minivae_step(images)}
     try:
-        steps[f"PyTorch CPU (threads: {args.torch_threads})"] = torch_step(images, args.torch_threads)
+        steps[f"PyTorch CPU (threads: {args.torch_threads})"] = torch_step(
+            images, args.torch_threads
+        )
     except ImportError:
         print("PyTorch is not installed: minivae alone")
     # Rounds alternate between the two, so a machine shared with other jobs slows both
@@ -117,8 +154,11 @@ def main():
         for name, step in steps.items():
             times[name] += [timed(step, clock) for _ in range(BLOCK + 1)][1:]
     for name, ts in times.items():
-        print(f"{name:<24} forward+backward, batch {args.batch}: median {statistics.median(ts) * 1e3:6.1f} ms {args.clock}"
-              f"  (min {min(ts) * 1e3:.1f}, {len(ts)} steps)")
+        print(
+            f"{name:<24} forward+backward, batch {args.batch}: median "
+            f"{statistics.median(ts) * 1e3:6.1f} ms {args.clock}"
+            f"  (min {min(ts) * 1e3:.1f}, {len(ts)} steps)"
+        )
     if len(times) == 2:
         ours, theirs = (statistics.median(ts) for ts in times.values())
         print(f"ratio of medians, minivae / PyTorch: {ours / theirs:.2f}")

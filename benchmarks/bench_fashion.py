@@ -14,6 +14,7 @@ multithreaded BLAS slows down badly; compare with OMP_NUM_THREADS=1 there.
     nice python benchmarks/bench_fashion.py [--steps 50] [--repeats 3] [--backend numpy]
     OMP_NUM_THREADS=1 nice python benchmarks/bench_fashion.py
 """
+
 from __future__ import annotations
 
 import os
@@ -52,7 +53,9 @@ def load_example():
 
 def time_minivae(example, batches, repeats):
     """Seconds per training step, one number per repeat."""
-    autoencoder = minivae.nn.Sequential([example.make_encoder("lecture"), example.make_decoder("lecture")])
+    autoencoder = minivae.nn.Sequential(
+        [example.make_encoder("lecture"), example.make_decoder("lecture")]
+    )
     autoencoder.build(example.IMAGE_SHAPE)
     optimizer = Adam(autoencoder.parameters(), lr=1e-3)
 
@@ -75,12 +78,28 @@ def time_torch(batches, repeats):
     torch.set_num_threads(THREADS)
     torch.manual_seed(0)
     autoencoder = nn.Sequential(  # the same layers, channels-first as PyTorch wants
-        nn.Conv2d(1, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 8, 5), nn.ReLU(),
-        nn.Flatten(), nn.Linear(512, 64), nn.ReLU(), nn.Linear(64, 2),
-        nn.Linear(2, 64), nn.ReLU(), nn.Linear(64, 512), nn.ReLU(), nn.Unflatten(1, (8, 8, 8)),
-        nn.ConvTranspose2d(8, 16, 5), nn.ReLU(), nn.Upsample(scale_factor=2), nn.ConvTranspose2d(16, 1, 5),
-        nn.Sigmoid())
-    optimizer = torch.optim.Adam(autoencoder.parameters(), lr=1e-3, eps=1e-7)  # Keras's eps, as minivae
+        nn.Conv2d(1, 16, 5),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 8, 5),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(512, 64),
+        nn.ReLU(),
+        nn.Linear(64, 2),
+        nn.Linear(2, 64),
+        nn.ReLU(),
+        nn.Linear(64, 512),
+        nn.ReLU(),
+        nn.Unflatten(1, (8, 8, 8)),
+        nn.ConvTranspose2d(8, 16, 5),
+        nn.ReLU(),
+        nn.Upsample(scale_factor=2),
+        nn.ConvTranspose2d(16, 1, 5),
+        nn.Sigmoid(),
+    )
+    # Keras's eps, as minivae
+    optimizer = torch.optim.Adam(autoencoder.parameters(), lr=1e-3, eps=1e-7)
 
     def run(chunk):
         for images in chunk:
@@ -104,7 +123,9 @@ def _seconds(fn, arg):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=50, help="training steps per timing")
-    parser.add_argument("--repeats", type=int, default=3, help="timings per side (the median is reported)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timings per side (the median is reported)"
+    )
     parser.add_argument("--backend", choices=backend.BACKENDS, default="numpy")
     args = parser.parse_args()
     if args.steps < 1 or args.repeats < 1:
@@ -114,12 +135,17 @@ def main():
     minivae.seed(0)
     example = load_example()
     (x_train, _), _ = example.load_data(limit=args.steps * 64)
-    batches = [x_train[i:i + 64] for i in range(0, len(x_train), 64)]
+    batches = [x_train[i : i + 64] for i in range(0, len(x_train), 64)]
 
-    print(f"lecture CNN autoencoder, batch 64, {args.steps} steps x {args.repeats} repeats, "
-          f"{THREADS} thread(s), load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"lecture CNN autoencoder, batch 64, {args.steps} steps x {args.repeats} repeats, "
+        f"{THREADS} thread(s), load average {os.getloadavg()[0]:.1f}"
+    )
     ours = statistics.median(time_minivae(example, batches, args.repeats))
-    print(f"minivae ({args.backend}): {ours * 1e3:6.1f} ms/step, {ours * STEPS_PER_EPOCH:6.1f} s/epoch")
+    print(
+        f"minivae ({args.backend}): {ours * 1e3:6.1f} ms/step, {ours * STEPS_PER_EPOCH:6.1f} "
+        "s/epoch"
+    )
     try:
         theirs = statistics.median(time_torch(batches, args.repeats))
     except ImportError:

@@ -12,6 +12,7 @@ count from OPENBLAS_NUM_THREADS, so compare like with like:
     MINIVAE_DATA=../shared/data python benchmarks/bench_frey.py [--epochs 20] [--backend numpy]
     OPENBLAS_NUM_THREADS=1 MINIVAE_DATA=../shared/data python benchmarks/bench_frey.py --torch-threads 1
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,18 @@ def minivae_runner(x_train, x_val, seed=0):
     history = train.History(seed=seed)
 
     def epoch() -> float:
-        train.fit(vae, lambda x: vae.elbo(x), optimizer, x_train, x_val, epochs=len(history) + 1,
-                  batch_size=BATCH, seed=seed, verbose=False, history=history)
+        train.fit(
+            vae,
+            lambda x: vae.elbo(x),
+            optimizer,
+            x_train,
+            x_val,
+            epochs=len(history) + 1,
+            batch_size=BATCH,
+            seed=seed,
+            verbose=False,
+            history=history,
+        )
         return history.seconds[-1]
 
     return epoch, history
@@ -54,10 +65,13 @@ def torch_runner(torch, x_train, x_val, seed=0):
 
     nn = torch.nn
     torch.manual_seed(seed)
-    encoder = nn.Sequential(nn.Flatten(), nn.Linear(560, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 2 * LATENT))
+    encoder = nn.Sequential(
+        nn.Flatten(), nn.Linear(560, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 2 * LATENT)
+    )
     decoder = nn.Sequential(nn.Linear(LATENT, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 2 * 560))
     for layer in [*encoder, *decoder]:
-        if isinstance(layer, nn.Linear):  # glorot-uniform kernels, zero biases, as minivae and Keras
+        # glorot-uniform kernels, zero biases, as minivae and Keras
+        if isinstance(layer, nn.Linear):
             nn.init.xavier_uniform_(layer.weight)
             nn.init.zeros_(layer.bias)
     params = [*encoder.parameters(), *decoder.parameters()]
@@ -71,7 +85,9 @@ def torch_runner(torch, x_train, x_val, seed=0):
         h1, h2 = decoder(z).chunk(2, dim=-1)
         log_std = LOG_STD_MIN + nn.functional.softplus(h2 - LOG_STD_MIN)
         flat = x.reshape(len(x), -1)
-        log_px = (-0.5 * ((flat - torch.sigmoid(h1)) / torch.exp(log_std)) ** 2 - log_std - half_log_2pi).sum(-1)
+        log_px = (
+            -0.5 * ((flat - torch.sigmoid(h1)) / torch.exp(log_std)) ** 2 - log_std - half_log_2pi
+        ).sum(-1)
         kl = 0.5 * (mu**2 + torch.exp(log_var) - 1 - log_var).sum(-1)
         return (kl - log_px).mean()
 
@@ -83,7 +99,10 @@ def torch_runner(torch, x_train, x_val, seed=0):
             loss.backward()
             optimizer.step()
         with torch.no_grad():
-            val = sum(elbo(xv[i:i + BATCH]).item() * len(xv[i:i + BATCH]) for i in range(0, len(xv), BATCH))
+            val = sum(
+                elbo(xv[i : i + BATCH]).item() * len(xv[i : i + BATCH])
+                for i in range(0, len(xv), BATCH)
+            )
         assert math.isfinite(val)
         return time.perf_counter() - start
 
@@ -92,7 +111,12 @@ def torch_runner(torch, x_train, x_val, seed=0):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--epochs", type=int, default=20, help="timed epochs of each (default 20), after 2 warm-up epochs")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=20,
+        help="timed epochs of each (default 20), after 2 warm-up epochs",
+    )
     p.add_argument("--backend", default="numpy", choices=("numpy", "cupy", "strict"))
     p.add_argument("--torch-threads", type=int, default=2, help="PyTorch's threads (default 2)")
     args = p.parse_args()
@@ -114,10 +138,18 @@ def main():
                 times[name].append(seconds)
 
     mv, pt = statistics.median(times["minivae"]), statistics.median(times["torch"])
-    print(f"Frey Face VAE, {len(x_train)} train + {len(x_val)} validation faces, batch {BATCH}, "
-          f"{args.epochs} epochs each after 2 warm-up, alternating")
-    print(f"minivae ({args.backend}) median epoch {1000 * mv:7.1f} ms  (final train loss {history['loss'][-1]:.1f})")
-    print(f"PyTorch {torch.__version__} CPU eager, {args.torch_threads} threads, median epoch {1000 * pt:7.1f} ms")
+    print(
+        f"Frey Face VAE, {len(x_train)} train + {len(x_val)} validation faces, batch {BATCH}, "
+        f"{args.epochs} epochs each after 2 warm-up, alternating"
+    )
+    print(
+        f"minivae ({args.backend}) median epoch {1000 * mv:7.1f} ms  (final train loss "
+        f"{history['loss'][-1]:.1f})"
+    )
+    print(
+        f"PyTorch {torch.__version__} CPU eager, {args.torch_threads} threads, median epoch "
+        f"{1000 * pt:7.1f} ms"
+    )
     print(f"minivae / PyTorch = {mv / pt:.2f}  (below 1: minivae faster)")
 
 

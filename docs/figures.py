@@ -6,6 +6,7 @@ where that number was gathered from.
 
     python docs/figures.py          # rewrites docs/im2col_gather.png, im2col_offsets.png, col2im_overlaps.png
 """
+
 from __future__ import annotations
 
 import sys
@@ -42,7 +43,9 @@ def draw_image(ax, h, w, shade=None, title=""):
     for r in range(h):
         for c in range(w):
             i = r * w + c
-            ax.add_patch(Rectangle((c, r), 1, 1, facecolor=shade.get(i, "white"), edgecolor="0.6", lw=0.8))
+            ax.add_patch(
+                Rectangle((c, r), 1, 1, facecolor=shade.get(i, "white"), edgecolor="0.6", lw=0.8)
+            )
             ax.text(c + 0.5, r + 0.5, str(i), ha="center", va="center", fontsize=9)
     ax.set(xlim=(-0.1, w + 0.1), ylim=(h + 0.1, -0.1), aspect="equal")
     ax.set_title(title, fontsize=10)
@@ -58,35 +61,63 @@ def figure_gather(path: Path) -> None:
     for n in range(oh * ow):
         a, b = divmod(n, ow)
         inset = 0.06 * (n + 1)
-        image.add_patch(Rectangle((b * S + inset, a * S + inset), K - 2 * inset, K - 2 * inset,
-                                  fill=False, edgecolor=COLOURS[n], lw=2.2))
+        image.add_patch(
+            Rectangle(
+                (b * S + inset, a * S + inset),
+                K - 2 * inset,
+                K - 2 * inset,
+                fill=False,
+                edgecolor=COLOURS[n],
+                lw=2.2,
+            )
+        )
     for n, row in enumerate(rows):
         for j, index in enumerate(row):
-            matrix.add_patch(Rectangle((j, n), 1, 1, facecolor=COLOURS[n], alpha=0.35, edgecolor="0.6", lw=0.8))
+            matrix.add_patch(
+                Rectangle((j, n), 1, 1, facecolor=COLOURS[n], alpha=0.35, edgecolor="0.6", lw=0.8)
+            )
             matrix.text(j + 0.5, n + 0.5, str(index), ha="center", va="center", fontsize=9)
         a, b = divmod(n, ow)
-        matrix.text(-0.2, n + 0.5, f"window ({a},{b})", ha="right", va="center", fontsize=9, color=COLOURS[n])
+        matrix.text(
+            -0.2,
+            n + 0.5,
+            f"window ({a},{b})",
+            ha="right",
+            va="center",
+            fontsize=9,
+            color=COLOURS[n],
+        )
     for j in range(K * K):
         matrix.text(j + 0.5, -0.25, f"({j // K},{j % K})", ha="center", va="bottom", fontsize=8)
-    matrix.set(xlim=(-2.6, K * K + 0.1), ylim=(oh * ow + 0.1, -0.9), aspect="equal",
-               title="im2col: one row per window, one column per kernel offset (i, j)")
+    matrix.set(
+        xlim=(-2.6, K * K + 0.1),
+        ylim=(oh * ow + 0.1, -0.9),
+        aspect="equal",
+        title="im2col: one row per window, one column per kernel offset (i, j)",
+    )
     matrix.axis("off")
     fig.savefig(path, dpi=90)
 
 
 def figure_offsets(path: Path) -> None:
-    """The loop of window_offsets: offset (i, j) is one strided slice, the (i, j)-th number of every window."""
+    """The loop of window_offsets: offset (i, j) is one strided slice, the (i, j)-th number of
+    every window."""
     (oh, ow), rows = gather()
     fig = Figure(figsize=(8, 8.4), layout="constrained")
     axes = fig.subplots(K, K)
     keys = window_offsets((K, K), (S, S), (oh, ow))  # the very slices im2col takes
     for j, key in enumerate(keys):
         i_, j_ = divmod(j, K)
-        picked = {int(rows[n, j]): COLOURS[n] for n in range(oh * ow)}  # pixel -> the window it serves
+        # pixel -> the window it serves
+        picked = {int(rows[n, j]): COLOURS[n] for n in range(oh * ow)}
         rows_, cols_ = (f"{k.start}:{k.stop}:{k.step}" for k in key[1:3])
-        draw_image(axes[i_, j_], H, W, picked, title=f"offset ({i_},{j_}): x[:, {rows_}, {cols_}, :]")
-    fig.suptitle(f"the gather loop runs over the {K * K} kernel offsets, not over the windows:\n"
-                 "each step copies one strided slice (coloured by the window it lands in)")
+        draw_image(
+            axes[i_, j_], H, W, picked, title=f"offset ({i_},{j_}): x[:, {rows_}, {cols_}, :]"
+        )
+    fig.suptitle(
+        f"the gather loop runs over the {K * K} kernel offsets, not over the windows:\n"
+        "each step copies one strided slice (coloured by the window it lands in)"
+    )
     fig.savefig(path, dpi=80)
 
 
@@ -96,7 +127,8 @@ def figure_overlaps(path: Path) -> None:
     fig = Figure(figsize=(9, 4), layout="constrained")
     for ax, s in zip(fig.subplots(1, 2), (1, 2)):
         oh = conv_output_length(h, K, s, "valid")
-        ones = np.ones((K * K, 1, oh, oh, 1))  # (kh*kw, N, oh, ow, C): col2im takes the offset axis first
+        # (kh*kw, N, oh, ow, C): col2im takes the offset axis first
+        ones = np.ones((K * K, 1, oh, oh, 1))
         counts = col2im(ones, (h, w), (K, K), (s, s))[0, :, :, 0]
         ax.imshow(counts, cmap="Blues", vmin=0, vmax=counts.max() + 1)
         for r in range(h):
@@ -107,8 +139,11 @@ def figure_overlaps(path: Path) -> None:
     fig.savefig(path, dpi=90)
 
 
-FIGURES = {"im2col_gather.png": figure_gather, "im2col_offsets.png": figure_offsets,
-           "col2im_overlaps.png": figure_overlaps}
+FIGURES = {
+    "im2col_gather.png": figure_gather,
+    "im2col_offsets.png": figure_offsets,
+    "col2im_overlaps.png": figure_overlaps,
+}
 
 
 def main(out_dir) -> list[str]:

@@ -21,6 +21,7 @@ through z = mu + sigma * eps. Every variance falls as 1/L.
 
 Writes estimators.png (spread and variance against L) and variances.json, and prints the table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -76,11 +77,16 @@ def main(argv=None) -> dict:
     backend.seed(args.seed)
     methods = {
         "score function": lambda L: estimates(score_function_grad, L),
-        "score function + baseline": lambda L: estimates(score_function_grad, L, baseline="mean") if L > 1 else None,
+        "score function + baseline": lambda L: (
+            estimates(score_function_grad, L, baseline="mean") if L > 1 else None
+        ),
         "pathwise": lambda L: estimates(pathwise_grad, L),
     }
     results = {name: {} for name in methods}  # name -> L -> (mean, std, variance)
-    print(f"d/dmu E[z^2] for z ~ N({MU}, {SIGMA}^2), exact {EXACT}; {REPLICAS} estimates per cell, seed {args.seed}")
+    print(
+        f"d/dmu E[z^2] for z ~ N({MU}, {SIGMA}^2), exact {EXACT}; {REPLICAS} estimates per cell, "
+        f"seed {args.seed}"
+    )
     print("variance of the estimates:")
     print(f"{'L':>5} " + " ".join(f"{name:>26}" for name in methods))
     for L in SAMPLES:
@@ -94,14 +100,25 @@ def main(argv=None) -> dict:
             cells.append(f"{g.var():>26.4g}")
         print(f"{L:>5} " + " ".join(cells))
     exact = exact_variances()
-    print(f"exact variance of one draw (L=1), then / L: score function {exact['score function']:.4g}, "
-          f"pathwise {exact['pathwise']:.4g} (ratio {exact['score function'] / exact['pathwise']:.3g})")
+    print(
+        "exact variance of one draw (L=1), then / L: score function "
+        f"{exact['score function']:.4g}, "
+        f"pathwise {exact['pathwise']:.4g} (ratio "
+        f"{exact['score function'] / exact['pathwise']:.3g})"
+    )
 
     plot(results, exact, os.path.join(args.out, "estimators.png"))
-    summary = {"objective": "d/dmu E[z^2], z ~ N(mu, sigma^2)", "mu": MU, "sigma": SIGMA, "exact": EXACT,
-               "replicas": REPLICAS, "seed": args.seed, "exact_variance_at_L1": exact,
-               "variance": {name: {str(L): v[2] for L, v in r.items()} for name, r in results.items()},
-               "mean": {name: {str(L): v[0] for L, v in r.items()} for name, r in results.items()}}
+    summary = {
+        "objective": "d/dmu E[z^2], z ~ N(mu, sigma^2)",
+        "mu": MU,
+        "sigma": SIGMA,
+        "exact": EXACT,
+        "replicas": REPLICAS,
+        "seed": args.seed,
+        "exact_variance_at_L1": exact,
+        "variance": {name: {str(L): v[2] for L, v in r.items()} for name, r in results.items()},
+        "mean": {name: {str(L): v[0] for L, v in r.items()} for name, r in results.items()},
+    }
     files.write_json(os.path.join(args.out, "variances.json"), summary)
     print(f"wrote {args.out}/estimators.png and {args.out}/variances.json")
     return summary
@@ -115,17 +132,24 @@ def plot(results: dict, exact: dict, path: str) -> None:
     for name, r in results.items():
         Ls = np.array(sorted(r))
         mean, std, var = (np.array([r[L][i] for L in Ls]) for i in range(3))
-        line, = spread.plot(Ls, mean, marker="o", ms=3, label=name)
+        (line,) = spread.plot(Ls, mean, marker="o", ms=3, label=name)
         spread.fill_between(Ls, mean - std, mean + std, color=line.get_color(), alpha=0.2)
         variance.loglog(Ls, var, marker="o", ms=3, color=line.get_color(), label=name)
         if name in exact:
             variance.loglog(Ls, exact[name] / Ls, color=line.get_color(), lw=1, ls=":")
     spread.axhline(EXACT, color="black", lw=1, ls="--", label=f"exact {EXACT}")
-    spread.set(xscale="log", xlabel="samples L per estimate", ylabel="estimate of d/dmu",
-               title="spread of the estimates (mean +- 1 std)")
+    spread.set(
+        xscale="log",
+        xlabel="samples L per estimate",
+        ylabel="estimate of d/dmu",
+        title="spread of the estimates (mean +- 1 std)",
+    )
     spread.legend(fontsize=8)
-    variance.set(xlabel="samples L per estimate", ylabel="variance of the estimate",
-                 title="variance (dotted: exact, falls as 1/L)")
+    variance.set(
+        xlabel="samples L per estimate",
+        ylabel="variance of the estimate",
+        title="variance (dotted: exact, falls as 1/L)",
+    )
     variance.legend(fontsize=8)
     plots.save_figure(fig, path)
 

@@ -21,6 +21,7 @@ Three variants (``--variant``):
 Everything lands in ``--out`` (default ``runs/fashion_<variant>``): ``metrics.json``,
 ``encodings.png``, ``reconstructions.png`` and, for ``denoising``, ``denoising.png``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,12 +33,19 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 import minivae
-from minivae import backend
+from minivae import backend, files, plots
 from minivae import functional as F
-from minivae import files, plots
 from minivae.datasets import FASHION_MNIST_CLASSES, DataError, load_fashion_mnist
-from minivae.nn import (Conv2D, Conv2DTranspose, Dense, Flatten, MaxPool2D, Reshape, Sequential,
-                        UpSampling2D)
+from minivae.nn import (
+    Conv2D,
+    Conv2DTranspose,
+    Dense,
+    Flatten,
+    MaxPool2D,
+    Reshape,
+    Sequential,
+    UpSampling2D,
+)
 from minivae.optim import Adam
 from minivae.train import fit, to_device
 
@@ -62,7 +70,10 @@ def load_data(limit=None):
     """
     (x_train, y_train), (x_test, y_test) = load_fashion_mnist()
     # a channel axis at the end, as Conv2D expects (channels-last, as Keras)
-    return (x_train[:limit, ..., None], y_train[:limit]), (x_test[:limit, ..., None], y_test[:limit])
+    return (x_train[:limit, ..., None], y_train[:limit]), (
+        x_test[:limit, ..., None],
+        y_test[:limit],
+    )
 
 
 # ---------------------------------------------------------------- the encoder and the decoder
@@ -76,12 +87,16 @@ def make_encoder(variant, latent_dim=2):
              then 7*7*8 = 392 features.
     """
     if variant == "strided":
-        convolutions = [Conv2D(16, 5, strides=2, padding="same", activation="relu"),
-                        Conv2D(8, 5, strides=2, padding="same", activation="relu")]
+        convolutions = [
+            Conv2D(16, 5, strides=2, padding="same", activation="relu"),
+            Conv2D(8, 5, strides=2, padding="same", activation="relu"),
+        ]
     else:
-        convolutions = [Conv2D(16, 5, activation="relu"),
-                        MaxPool2D(2),
-                        Conv2D(8, 5, activation="relu")]
+        convolutions = [
+            Conv2D(16, 5, activation="relu"),
+            MaxPool2D(2),
+            Conv2D(8, 5, activation="relu"),
+        ]
     return Sequential(convolutions + [Flatten(), Dense(64, activation="relu"), Dense(latent_dim)])
 
 
@@ -93,15 +108,23 @@ def make_decoder(variant, latent_dim=2):
     """
     if variant == "strided":
         grid = (7, 7, 8)
-        deconvolutions = [Conv2DTranspose(16, 5, strides=2, padding="same", activation="relu"),  # 7 -> 14
-                          Conv2DTranspose(1, 5, strides=2, padding="same", activation="sigmoid")]  # 14 -> 28
+        # 7 -> 14
+        deconvolutions = [
+            Conv2DTranspose(16, 5, strides=2, padding="same", activation="relu"),
+            # 14 -> 28
+            Conv2DTranspose(1, 5, strides=2, padding="same", activation="sigmoid"),
+        ]
     else:
         grid = (8, 8, 8)
-        deconvolutions = [Conv2DTranspose(16, 5, activation="relu"),  # 8 -> 12
-                          UpSampling2D(2),  # 12 -> 24
-                          Conv2DTranspose(1, 5, activation="sigmoid")]  # 24 -> 28
-    return Sequential([Dense(64, activation="relu"), Dense(int(np.prod(grid)), activation="relu"),
-                       Reshape(grid)] + deconvolutions)
+        deconvolutions = [
+            Conv2DTranspose(16, 5, activation="relu"),  # 8 -> 12
+            UpSampling2D(2),  # 12 -> 24
+            Conv2DTranspose(1, 5, activation="sigmoid"),
+        ]  # 24 -> 28
+    return Sequential(
+        [Dense(64, activation="relu"), Dense(int(np.prod(grid)), activation="relu"), Reshape(grid)]
+        + deconvolutions
+    )
 
 
 # ---------------------------------------------------------------- the loss
@@ -145,6 +168,7 @@ def make_loss_fn(autoencoder, variant, noise_std=0.0, mask_fraction=0.0):
     For 'denoising' the autoencoder sees a corrupted copy of x, drawn afresh at every call,
     so every step and every epoch; fit()'s test-loss pass corrupts the test images too.
     """
+
     def loss_fn(x):
         inputs = corrupt(x, noise_std, mask_fraction) if variant == "denoising" else x
         return {"loss": binary_crossentropy(x, autoencoder(inputs))}
@@ -160,13 +184,14 @@ def predict(model, x, batch_size=256):
     outputs = []
     with minivae.no_grad():
         for start in range(0, len(x), batch_size):
-            outputs.append(model(to_device(x[start:start + batch_size])).numpy())
+            outputs.append(model(to_device(x[start : start + batch_size])).numpy())
     return np.concatenate(outputs)
 
 
 def plot_encodings(before, after, labels, path):
     """The lecture's two scatter plots side by side: the codes before and after training."""
-    cmap = colormaps["jet"].resampled(10)  # one colour per class, as the lecture's get_cmap('jet', 10)
+    # one colour per class, as the lecture's get_cmap('jet', 10)
+    cmap = colormaps["jet"].resampled(10)
     fig = Figure(figsize=(15, 7), layout="constrained")
     for i, (codes, when) in enumerate(((before, "before"), (after, "after"))):
         ax = fig.add_subplot(1, 2, i + 1)
@@ -186,7 +211,8 @@ def plot_images(rows, row_titles, column_titles, path):
     fig = Figure(figsize=(1.2 * n, 1.4 * len(rows) + 0.4), layout="constrained")
     for r, (images, row_title) in enumerate(zip(rows, row_titles)):
         ax = fig.add_subplot(len(rows), 1, r + 1)
-        ax.imshow(plots.tile(images[:n, ..., 0], n, pad=0), cmap="binary", vmin=0, vmax=1)  # as the lecture
+        # as the lecture
+        ax.imshow(plots.tile(images[:n, ..., 0], n, pad=0), cmap="binary", vmin=0, vmax=1)
         ax.set_xticks(28 * np.arange(n) + 14, column_titles if r == 0 else [], fontsize=8)
         ax.xaxis.tick_top()
         ax.tick_params(length=0)
@@ -199,33 +225,53 @@ def plot_images(rows, row_titles, column_titles, path):
 
 
 def parse_args(argv=None):
-    p = OneLineErrorParser(description="Train a CNN autoencoder on Fashion-MNIST (the lecture's example).")
+    p = OneLineErrorParser(
+        description="Train a CNN autoencoder on Fashion-MNIST (the lecture's example)."
+    )
     p.add_argument("--variant", choices=VARIANTS, default="lecture")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate")
-    p.add_argument("--latent-dim", type=int, default=2, help="size of the code (>= 2: the plot shows z_1, z_2)")
+    p.add_argument(
+        "--latent-dim", type=int, default=2, help="size of the code (>= 2: the plot shows z_1, z_2)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", choices=backend.BACKENDS, default="numpy")
     p.add_argument("--out", help="output folder (default runs/fashion_<variant>)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.add_argument("--limit", type=int, help="use only the first N training and N test images")
-    p.add_argument("--noise-std", type=float, default=0.3,
-                   help="denoising: std of the Gaussian noise added to the inputs (0 for none)")
-    p.add_argument("--mask-fraction", type=float, default=0.0,
-                   help="denoising: fraction of pixels set to 0 in each input (masking noise)")
+    p.add_argument(
+        "--noise-std",
+        type=float,
+        default=0.3,
+        help="denoising: std of the Gaussian noise added to the inputs (0 for none)",
+    )
+    p.add_argument(
+        "--mask-fraction",
+        type=float,
+        default=0.0,
+        help="denoising: fraction of pixels set to 0 in each input (masking noise)",
+    )
     args = p.parse_args(argv)
-    positive = {"--epochs": args.epochs, "--batch-size": args.batch_size, "--lr": args.lr,
-                "--limit": 1 if args.limit is None else args.limit}
+    positive = {
+        "--epochs": args.epochs,
+        "--batch-size": args.batch_size,
+        "--lr": args.lr,
+        "--limit": 1 if args.limit is None else args.limit,
+    }
     for flag, value in positive.items():
         if not value > 0:
             raise UsageError(f"{flag} must be positive, got {value}")
     if args.latent_dim < 2:
-        raise UsageError(f"--latent-dim must be at least 2 (the encodings are plotted as z_1 against z_2), "
-                         f"got {args.latent_dim}")
+        raise UsageError(
+            f"--latent-dim must be at least 2 (the encodings are plotted as z_1 against z_2), "
+            f"got {args.latent_dim}"
+        )
     if args.noise_std < 0 or not 0 <= args.mask_fraction < 1:
-        raise UsageError(f"need --noise-std >= 0 and 0 <= --mask-fraction < 1, "
-                         f"got {args.noise_std} and {args.mask_fraction}")
+        raise UsageError(
+            f"need --noise-std >= 0 and 0 <= --mask-fraction < 1, "
+            f"got {args.noise_std} and {args.mask_fraction}"
+        )
     args.out = args.out or os.path.join("runs", f"fashion_{args.variant}")
     return args
 
@@ -243,7 +289,10 @@ def main(argv=None):
 
     # The data (labels only colour the plots).
     (x_train, _), (x_test, y_test) = load_data(args.limit)
-    say(f"Fashion-MNIST: {len(x_train)} training and {len(x_test)} test images, backend {args.backend}")
+    say(
+        f"Fashion-MNIST: {len(x_train)} training and {len(x_test)} test images, backend "
+        f"{args.backend}"
+    )
 
     # The encoder and the decoder, and their summaries (which build the weights).
     encoder = make_encoder(args.variant, args.latent_dim)
@@ -255,40 +304,68 @@ def main(argv=None):
         decoder.summary((args.latent_dim,))
 
     # Encodings of 1,000 test images before training.
-    shown = np.random.default_rng(args.seed).choice(len(x_test), min(N_ENCODINGS, len(x_test)), replace=False)
+    shown = np.random.default_rng(args.seed).choice(
+        len(x_test), min(N_ENCODINGS, len(x_test)), replace=False
+    )
     untrained_encodings = predict(encoder, x_test[shown])
 
     # Training: Adam on binary cross-entropy against the clean image.
     loss_fn = make_loss_fn(autoencoder, args.variant, args.noise_std, args.mask_fraction)
     optimizer = Adam(autoencoder.parameters(), lr=args.lr)
-    history = fit(autoencoder, loss_fn, optimizer, x_train, x_val=x_test, epochs=args.epochs,
-                  batch_size=args.batch_size, seed=args.seed, verbose=not args.quiet)
+    history = fit(
+        autoencoder,
+        loss_fn,
+        optimizer,
+        x_train,
+        x_val=x_test,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        verbose=not args.quiet,
+    )
 
     # Encodings of the same test images after training, beside those before.
     trained_encodings = predict(encoder, x_test[shown])
-    plot_encodings(untrained_encodings, trained_encodings, y_test[shown], os.path.join(args.out, "encodings.png"))
+    plot_encodings(
+        untrained_encodings,
+        trained_encodings,
+        y_test[shown],
+        os.path.join(args.out, "encodings.png"),
+    )
 
     # Reconstructions of the first test image of each class.
     firsts = [int(np.argmax(y_test == c)) for c in range(10) if np.any(y_test == c)]
     names = [FASHION_MNIST_CLASSES[y_test[i]] for i in firsts]
     clean = x_test[firsts] / np.float32(255)
-    plot_images([clean, predict(autoencoder, x_test[firsts])], ["original", "reconstructed"], names,
-                os.path.join(args.out, "reconstructions.png"))
+    plot_images(
+        [clean, predict(autoencoder, x_test[firsts])],
+        ["original", "reconstructed"],
+        names,
+        os.path.join(args.out, "reconstructions.png"),
+    )
     if args.variant == "denoising":
         noisy = corrupt(to_device(x_test[firsts]), args.noise_std, args.mask_fraction).numpy()
-        plot_images([noisy, clean, predict(autoencoder, noisy)], ["noisy", "clean", "denoised"], names,
-                    os.path.join(args.out, "denoising.png"))
+        plot_images(
+            [noisy, clean, predict(autoencoder, noisy)],
+            ["noisy", "clean", "denoised"],
+            names,
+            os.path.join(args.out, "denoising.png"),
+        )
 
     metrics = {
-        "train_loss": history.metrics["loss"],  # each epoch's mean over its batches, as Keras prints
+        # each epoch's mean over its batches, as Keras prints
+        "train_loss": history.metrics["loss"],
         "test_loss": history.metrics["val_loss"],
         "sec_per_epoch": float(np.median(history.seconds)),  # training and the test-loss pass
         "backend": args.backend,
         "flags": vars(args),
     }
     files.write_json(os.path.join(args.out, "metrics.json"), metrics)
-    say(f"final train loss {metrics['train_loss'][-1]:.4f}, test loss {metrics['test_loss'][-1]:.4f}, "
-        f"{metrics['sec_per_epoch']:.1f} s per epoch (median); wrote {args.out}")
+    say(
+        f"final train loss {metrics['train_loss'][-1]:.4f}, test loss "
+        f"{metrics['test_loss'][-1]:.4f}, "
+        f"{metrics['sec_per_epoch']:.1f} s per epoch (median); wrote {args.out}"
+    )
     return metrics
 
 

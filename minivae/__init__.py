@@ -7,6 +7,9 @@ One ``import minivae as mv`` reaches everything: the tensor ops here, and the
 subpackages ``mv.nn``, ``mv.optim``, ``mv.distributions``, ``mv.vae``, ``mv.train``,
 ``mv.datasets``, ``mv.estimators`` and ``mv.linalg``.
 """
+
+# The subpackages, after the engine they are built on (so `mv.optim.Adam` works).
+from . import datasets, distributions, estimators, linalg, nn, optim, train, vae
 from .backend import BackendError, get_backend, seed, set_backend, to_numpy, use_backend
 from .functional import (
     abs,
@@ -31,11 +34,8 @@ from .functional import (
     where,
 )
 from .gradcheck import GradcheckError, gradcheck
-from .tensor import Tensor, as_tensor, no_grad
-
-# The subpackages, after the engine they are built on (so `mv.optim.Adam` works).
-from . import datasets, distributions, estimators, linalg, nn, optim, train, vae
 from .optim import SGD, Adam
+from .tensor import Tensor, as_tensor, no_grad
 from .train import evaluate, fit
 from .vae import VAE
 

@@ -18,6 +18,7 @@ Backends
 Choose with ``set_backend(name)``, the ``use_backend(name)`` context manager, or
 the ``MINIVAE_BACKEND`` environment variable (read once, at import).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -33,7 +34,8 @@ class BackendError(RuntimeError):
 
 
 class Backend:
-    """An array namespace, its array type, the device arrays are placed on, and a seeded generator."""
+    """An array namespace, its array type, the device arrays are placed on, and a seeded
+    generator."""
 
     def __init__(self, name: str):
         self.name = name
@@ -147,7 +149,8 @@ def to_numpy(x) -> np.ndarray:
 
     On the numpy backend this is the array itself, not a copy.
     """
-    if hasattr(x, "requires_grad"):  # a Tensor holds its array in .data (a NumPy array's .data is its buffer)
+    # a Tensor holds its array in .data (a NumPy array's .data is its buffer)
+    if hasattr(x, "requires_grad"):
         x = x.data
     if isinstance(x, (np.ndarray, np.generic)):
         return np.asarray(x)
@@ -165,7 +168,7 @@ def to_numpy(x) -> np.ndarray:
 # standard_normal and random (CuPy's has no uniform and no permutation).
 
 
-def normal(shape, dtype) -> "array":
+def normal(shape, dtype) -> array:
     """Standard normal draws of `shape` in `dtype`, on the current device."""
     b = _current
     if b.name == "cupy":

@@ -15,6 +15,7 @@ into place only once complete and verified, so nothing half-written is ever left
 This module uses only NumPy and the standard library, so it works on its own: it even reads
 the MATLAB file of the Frey faces itself (``read_mat5``) instead of requiring SciPy.
 """
+
 import contextlib
 import gzip
 import hashlib
@@ -32,8 +33,18 @@ from pathlib import Path
 
 import numpy as np
 
-FASHION_MNIST_CLASSES = ('T-shirt/top', 'Trouser/pants', 'Pullover shirt', 'Dress', 'Coat',
-                         'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot')
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser/pants",
+    "Pullover shirt",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 
 FREY_FILE = "frey_faces.npy"
 FREY_URL = "https://cs.nyu.edu/~roweis/data/frey_rawface.mat"
@@ -50,23 +61,26 @@ class DataError(Exception):
 
 @dataclass(frozen=True)
 class _Dataset:
-    files: str              # what a data folder should hold, for the error messages
-    url: str                # where the originals are published
-    npz: str = ""           # idx datasets: the one-file form, arrays x_train, y_train, ...
-    folder: str = ""        # idx datasets: sub-folder that may hold the four original .gz files
-    sha256: tuple = ()      # idx datasets: published checksums, in the order of _IDX_FILES
+    files: str  # what a data folder should hold, for the error messages
+    url: str  # where the originals are published
+    npz: str = ""  # idx datasets: the one-file form, arrays x_train, y_train, ...
+    folder: str = ""  # idx datasets: sub-folder that may hold the four original .gz files
+    sha256: tuple = ()  # idx datasets: published checksums, in the order of _IDX_FILES
 
     def error(self, where, problem):
         problem = " ".join(str(problem).split())  # exception texts may hold newlines: ONE line
-        return DataError(f"{where}: {problem}. To get the data, set MINIVAE_DATA to a folder "
-                         f"holding {self.files}, or connect to the internet so it can be "
-                         f"downloaded from {self.url}")
+        return DataError(
+            f"{where}: {problem}. To get the data, set MINIVAE_DATA to a folder "
+            f"holding {self.files}, or connect to the internet so it can be "
+            f"downloaded from {self.url}"
+        )
 
 
 _FREY = _Dataset(FREY_FILE, FREY_URL)
 
 
 # ---------------------------------------------------------------- where to look, how to fetch
+
 
 def _cache_dir():
     if os.environ.get("MINIVAE_CACHE"):
@@ -80,8 +94,10 @@ def _search_folders():
     if os.environ.get("MINIVAE_DATA"):
         data = Path(os.environ["MINIVAE_DATA"]).expanduser()
         if not data.is_dir():  # a typo should not silently turn into a download
-            raise DataError(f"MINIVAE_DATA={os.environ['MINIVAE_DATA']} is not a folder; "
-                            "point it at the folder holding the datasets, or unset it")
+            raise DataError(
+                f"MINIVAE_DATA={os.environ['MINIVAE_DATA']} is not a folder; "
+                "point it at the folder holding the datasets, or unset it"
+            )
         folders.append(data)
     return folders + [_cache_dir()]
 
@@ -97,8 +113,9 @@ def _atomic_file(dest):
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     except OSError as e:
-        raise DataError(f"cannot write into {dest.parent} ({e}); "
-                        "set MINIVAE_CACHE to a writable folder") from e
+        raise DataError(
+            f"cannot write into {dest.parent} ({e}); set MINIVAE_CACHE to a writable folder"
+        ) from e
     os.close(fd)
     try:
         yield Path(tmp)
@@ -120,6 +137,7 @@ def _download(url, tmp, spec):
 
 
 # ---------------------------------------------------------------- Frey faces
+
 
 def load_frey_faces():
     """The 1965 Frey faces: uint8 array (1965, 28, 20), values 8..238, in the original order."""
@@ -150,8 +168,9 @@ def _check_frey(faces, where):
     if not isinstance(faces, np.ndarray):  # np.load gives an NpzFile for a misnamed .npz
         raise _FREY.error(where, "this is not a .npy file")
     if faces.dtype != np.uint8 or faces.shape != FREY_SHAPE:
-        raise _FREY.error(where, f"expected a uint8 array of shape {FREY_SHAPE}, "
-                          f"got {faces.dtype} {faces.shape}")
+        raise _FREY.error(
+            where, f"expected a uint8 array of shape {FREY_SHAPE}, got {faces.dtype} {faces.shape}"
+        )
     if hashlib.sha256(np.ascontiguousarray(faces).tobytes()).hexdigest() != FREY_SHA256:
         raise _FREY.error(where, "the pixels' sha256 checksum is wrong (damaged or other data)")
     return faces
@@ -160,10 +179,30 @@ def _check_frey(faces, where):
 # ---------------------------------------------------------------- MATLAB v5 files
 
 _MI_MATRIX, _MI_COMPRESSED = 14, 15
-_MI_TYPES = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 9: "f8",
-             12: "i8", 13: "u8"}  # how the numbers are stored in the file
-_MX_CLASSES = {6: "f8", 7: "f4", 8: "i1", 9: "u1", 10: "i2", 11: "u2", 12: "i4", 13: "u4",
-               14: "i8", 15: "u8"}  # the array's own type (MATLAB may store it in a smaller one)
+_MI_TYPES = {
+    1: "i1",
+    2: "u1",
+    3: "i2",
+    4: "u2",
+    5: "i4",
+    6: "u4",
+    7: "f4",
+    9: "f8",
+    12: "i8",
+    13: "u8",
+}  # how the numbers are stored in the file
+_MX_CLASSES = {
+    6: "f8",
+    7: "f4",
+    8: "i1",
+    9: "u1",
+    10: "i2",
+    11: "u2",
+    12: "i4",
+    13: "u4",
+    14: "i8",
+    15: "u8",
+}  # the array's own type (MATLAB may store it in a smaller one)
 
 
 def read_mat5(data):
@@ -198,7 +237,7 @@ def _mat5_element(data, pos, order):
     kind, size = struct.unpack_from(order + "II", data, pos)
     if kind >> 16:  # a "small element": size and type share 4 bytes, the body the next 4
         kind, size = kind & 0xFFFF, kind >> 16
-        return kind, data[pos + 4:pos + 4 + size], pos + 8
+        return kind, data[pos + 4 : pos + 4 + size], pos + 8
     start, end = pos + 8, pos + 8 + size
     if end > len(data):
         raise ValueError(f"truncated: an element of {size} bytes at byte {pos}")
@@ -231,26 +270,44 @@ def _mat5_matrix(body, order):
 
 # ---------------------------------------------------------------- Fashion-MNIST and MNIST
 
-_IDX_FILES = {"x_train": "train-images-idx3-ubyte.gz", "y_train": "train-labels-idx1-ubyte.gz",
-              "x_test": "t10k-images-idx3-ubyte.gz", "y_test": "t10k-labels-idx1-ubyte.gz"}
-_SHAPES = {"x_train": (60000, 28, 28), "y_train": (60000,),
-           "x_test": (10000, 28, 28), "y_test": (10000,)}
+_IDX_FILES = {
+    "x_train": "train-images-idx3-ubyte.gz",
+    "y_train": "train-labels-idx1-ubyte.gz",
+    "x_test": "t10k-images-idx3-ubyte.gz",
+    "y_test": "t10k-labels-idx1-ubyte.gz",
+}
+_SHAPES = {
+    "x_train": (60000, 28, 28),
+    "y_train": (60000,),
+    "x_test": (10000, 28, 28),
+    "y_test": (10000,),
+}
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 _FASHION = _Dataset(
     "fashion_mnist.npz or fashion-mnist/*-ubyte.gz",
     "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-    "fashion_mnist.npz", "fashion-mnist",
-    ("3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
-     "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
-     "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
-     "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"))
+    "fashion_mnist.npz",
+    "fashion-mnist",
+    (
+        "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+        "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+        "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+        "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+    ),
+)
 _MNIST = _Dataset(
-    "mnist.npz or mnist/*-ubyte.gz", "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    "mnist.npz", "mnist", ("440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-     "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-     "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-     "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"))
+    "mnist.npz or mnist/*-ubyte.gz",
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "mnist.npz",
+    "mnist",
+    (
+        "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+        "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+        "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+        "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+    ),
+)
 
 
 def load_fashion_mnist():
@@ -271,8 +328,9 @@ def _load_idx_dataset(spec):
             return _pairs(_read_npz(folder / spec.npz, spec))
         for place in (folder, folder / spec.folder):
             if all((place / name).is_file() for name in _IDX_FILES.values()):
-                return _pairs({key: _read_idx_gz(place / name, key, spec)
-                               for key, name in _IDX_FILES.items()})
+                return _pairs(
+                    {key: _read_idx_gz(place / name, key, spec) for key, name in _IDX_FILES.items()}
+                )
     target = _cache_dir() / spec.folder
     for name, sha256 in zip(_IDX_FILES.values(), spec.sha256):
         if not (target / name).is_file():  # files kept from an interrupted earlier run are reused
@@ -308,22 +366,25 @@ def _read_idx_gz(path, key, spec):
     start, dtype = 4 + 4 * data[3], np.dtype(_IDX_TYPES[data[2]])
     shape = struct.unpack(f">{data[3]}I", data[4:start]) if len(data) >= start else ()
     if len(data) < start or len(data) != start + int(np.prod(shape)) * dtype.itemsize:
-        raise spec.error(path, f"truncated or over-long idx data: {len(data)} bytes "
-                               f"for shape {shape}")
+        raise spec.error(
+            path, f"truncated or over-long idx data: {len(data)} bytes for shape {shape}"
+        )
     array = np.frombuffer(data, dtype, offset=start).reshape(shape)
     return _check_array(array.astype(dtype.newbyteorder("=")), key, path, spec)  # a native copy
 
 
 def _check_array(array, key, path, spec):
     if array.dtype != np.uint8 or array.shape != _SHAPES[key]:
-        raise spec.error(path, f"{key} should be uint8 of shape {_SHAPES[key]}, "
-                         f"got {array.dtype} {array.shape}")
+        raise spec.error(
+            path, f"{key} should be uint8 of shape {_SHAPES[key]}, got {array.dtype} {array.shape}"
+        )
     if key[0] == "y" and array.max() > 9:
         raise spec.error(path, f"{key} holds labels above 9")
     return array
 
 
 # ---------------------------------------------------------------- splitting
+
 
 def split_train_val(x, val_fraction=0.1, seed=0):
     """Shuffle x's first axis with a seeded permutation; return (train, val).

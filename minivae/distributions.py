@@ -18,6 +18,7 @@ log sigma, ``log_var`` is log sigma^2 (so sigma = exp(0.5 * log_var)).
 Shapes: a draw has shape ``dist.shape`` (batch axes, then ``event_ndim`` event
 axes); ``log_prob`` sums over the event axes.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,7 +26,7 @@ import math
 from . import backend
 from . import functional as F
 from .linalg import diagonal, fill_tril, lower_mask, tril_solve
-from .tensor import Tensor, lift, as_tensor, broadcast_shapes, no_grad
+from .tensor import Tensor, as_tensor, broadcast_shapes, lift, no_grad
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -46,26 +47,37 @@ class Distribution:
         return t.sum(axis=tuple(range(-self.event_ndim, 0))) if self.event_ndim else t
 
     def _check_value(self, x, op: str) -> Tensor:
-        """`x` as a Tensor whose trailing axes fit the distribution's shape (batch axes broadcast)."""
+        """`x` as a Tensor whose trailing axes fit the distribution's shape (batch axes
+        broadcast)."""
         x = lift(x, self._ref, f"{type(self).__name__}.{op}")
-        event = self.shape[len(self.shape) - self.event_ndim:]
-        if x.ndim < self.event_ndim or x.shape[x.ndim - self.event_ndim:] != event:
+        event = self.shape[len(self.shape) - self.event_ndim :]
+        if x.ndim < self.event_ndim or x.shape[x.ndim - self.event_ndim :] != event:
             raise ValueError(
-                f"{type(self).__name__}.{op}: x of shape {x.shape} does not end with the event shape "
+                f"{type(self).__name__}.{op}: x of shape {x.shape} does not end with the event "
+                "shape "
                 f"{event} of a distribution of shape {self.shape}"
             )
         broadcast_shapes(x.shape, self.shape, f"{type(self).__name__}.{op}")
         return x
 
     def _noise(self, sample_shape, eps) -> Tensor:
-        """eps ~ N(0, I) of shape sample_shape + self.shape, or the given eps after a shape check."""
+        """eps ~ N(0, I) of shape sample_shape + self.shape, or the given eps after a shape
+        check."""
         shape = tuple(sample_shape) + self.shape
         if eps is None:
             return Tensor(backend.normal(shape, self._ref.dtype))
         eps = lift(eps, self._ref, f"{type(self).__name__}.rsample")
-        if eps.shape[eps.ndim - len(self.shape):] != self.shape or (sample_shape and eps.shape != shape):
-            expected = shape if sample_shape else "(sample axes..., " + ", ".join(map(str, self.shape)) + ")"
-            raise ValueError(f"{type(self).__name__}.rsample: eps has shape {eps.shape}, expected {expected}")
+        if eps.shape[eps.ndim - len(self.shape) :] != self.shape or (
+            sample_shape and eps.shape != shape
+        ):
+            expected = (
+                shape
+                if sample_shape
+                else "(sample axes..., " + ", ".join(map(str, self.shape)) + ")"
+            )
+            raise ValueError(
+                f"{type(self).__name__}.rsample: eps has shape {eps.shape}, expected {expected}"
+            )
         return eps
 
 
@@ -75,7 +87,8 @@ def _check_positive(who: str, what: str, t: Tensor) -> None:
     xp = backend.xp()
     if not bool(xp.all(t.data > 0)):
         raise ValueError(
-            f"{who}: {what} must be positive, got minimum {float(xp.min(t.data)):.6g} in a {what} of shape {t.shape}"
+            f"{who}: {what} must be positive, got minimum {float(xp.min(t.data)):.6g} in a {what} "
+            f"of shape {t.shape}"
         )
 
 
@@ -97,7 +110,7 @@ class Normal(Distribution):
         self._set(loc, scale, F.log(scale), event_ndim)
 
     @classmethod
-    def from_log_std(cls, loc, log_std, event_ndim: int = 1) -> "Normal":
+    def from_log_std(cls, loc, log_std, event_ndim: int = 1) -> Normal:
         """sigma = exp(log_std): positive by construction, so nothing to check (no host sync)."""
         loc = as_tensor(loc)
         log_std = lift(log_std, loc, "Normal.from_log_std")
@@ -106,8 +119,9 @@ class Normal(Distribution):
         return d
 
     @classmethod
-    def from_log_var(cls, loc, log_var, event_ndim: int = 1) -> "Normal":
-        """log_var = log sigma^2, so log sigma = 0.5 * log_var (the lecture's z_std = exp(0.5 * z_log_var))."""
+    def from_log_var(cls, loc, log_var, event_ndim: int = 1) -> Normal:
+        """log_var = log sigma^2, so log sigma = 0.5 * log_var (the lecture's z_std = exp(0.5 *
+        z_log_var))."""
         loc = as_tensor(loc)
         return cls.from_log_std(loc, 0.5 * lift(log_var, loc, "Normal.from_log_var"), event_ndim)
 
@@ -118,7 +132,10 @@ class Normal(Distribution):
         self._ref = loc
         self.shape = broadcast_shapes(loc.shape, scale.shape, "Normal")
         if not 0 <= event_ndim <= len(self.shape):
-            raise ValueError(f"Normal: event_ndim={event_ndim} but loc/scale have only {len(self.shape)} axes {self.shape}")
+            raise ValueError(
+                f"Normal: event_ndim={event_ndim} but loc/scale have only {len(self.shape)} axes "
+                f"{self.shape}"
+            )
         self.event_ndim = event_ndim
 
     @property
@@ -130,17 +147,21 @@ class Normal(Distribution):
         return self.scale * self.scale
 
     def rsample(self, sample_shape=(), eps=None) -> Tensor:
-        """z = mu + sigma * eps, eps ~ N(0, I): the reparameterisation trick (diagonal L = diag(sigma))."""
+        """z = mu + sigma * eps, eps ~ N(0, I): the reparameterisation trick (diagonal L =
+        diag(sigma))."""
         return self.loc + self.scale * self._noise(sample_shape, eps)
 
     def log_prob(self, x) -> Tensor:
         # per coordinate: -[0.5 ((x - mu) / sigma)^2 + log sigma + 0.5 log(2 pi)],
         # the negative of the lecture's nll line (its x_log_std is our log_std)
         x = self._check_value(x, "log_prob")
-        return self._sum_event(-0.5 * F.square((x - self.loc) / self.scale) - self.log_std - HALF_LOG_2PI)
+        return self._sum_event(
+            -0.5 * F.square((x - self.loc) / self.scale) - self.log_std - HALF_LOG_2PI
+        )
 
     def entropy(self) -> Tensor:
-        # -E[log q] = sum_i (0.5 + 0.5 log(2 pi) + log sigma_i)  (+ 0 * loc only gives it loc's batch axes too)
+        # -E[log q] = sum_i (0.5 + 0.5 log(2 pi) + log sigma_i)  (+ 0 * loc only gives it loc's
+        # batch axes too)
         return self._sum_event(self.log_std + (0.5 + HALF_LOG_2PI) + 0 * self.loc)
 
 
@@ -169,7 +190,9 @@ class GaussianLikelihood(Normal):
     direction. ``log_std_min=None`` gives the lecture's unconstrained log_std = h2.
     """
 
-    def __init__(self, mean_logits, raw_log_std, log_std_min: float | None = -5.0, event_ndim: int = 1):
+    def __init__(
+        self, mean_logits, raw_log_std, log_std_min: float | None = -5.0, event_ndim: int = 1
+    ):
         mean_logits = as_tensor(mean_logits)
         raw_log_std = lift(raw_log_std, mean_logits, "GaussianLikelihood")
         if log_std_min is None:
@@ -199,22 +222,27 @@ class MultivariateNormalTriL(Distribution):
         l = loc.shape[-1] if loc.ndim else 0
         if loc.ndim < 1 or L.ndim < 2 or L.shape[-2:] != (l, l):
             raise ValueError(
-                f"MultivariateNormalTriL: expected loc (..., l) and scale_tril (..., l, l), got {loc.shape} and {L.shape}"
+                "MultivariateNormalTriL: expected loc (..., l) and scale_tril (..., l, l), got "
+                f"{loc.shape} and {L.shape}"
             )
         if validate:
             xp = backend.xp()
             _check_positive("MultivariateNormalTriL", "diagonal of scale_tril", diagonal(L))
             upper = xp.where(xp.logical_not(lower_mask(l)), L.data, xp.zeros_like(L.data))
             if bool(xp.any(upper != 0)):
-                raise ValueError("MultivariateNormalTriL: scale_tril must be lower triangular; it has non-zero entries above the diagonal")
+                raise ValueError(
+                    "MultivariateNormalTriL: scale_tril must be lower triangular; it has non-zero "
+                    "entries above the diagonal"
+                )
         self.loc, self.scale_tril = loc, L
         self._ref = loc
         self.log_diag = F.log(diagonal(L)) if log_diag is None else log_diag  # log L_ii
         self.shape = broadcast_shapes(loc.shape, L.shape[:-1], "MultivariateNormalTriL")
 
     @classmethod
-    def from_log_diag(cls, loc, log_diag, strictly_lower) -> "MultivariateNormalTriL":
-        """L with diagonal exp(log_diag) and the strictly-lower entries row by row (see linalg.fill_tril)."""
+    def from_log_diag(cls, loc, log_diag, strictly_lower) -> MultivariateNormalTriL:
+        """L with diagonal exp(log_diag) and the strictly-lower entries row by row (see
+        linalg.fill_tril)."""
         L = fill_tril(F.exp(log_diag), strictly_lower)
         return cls(loc, L, validate=False, log_diag=as_tensor(log_diag))
 
@@ -229,7 +257,8 @@ class MultivariateNormalTriL(Distribution):
         return L @ L.transpose(*range(L.ndim - 2), L.ndim - 1, L.ndim - 2)
 
     def rsample(self, sample_shape=(), eps=None) -> Tensor:
-        """z = mu + L eps, eps ~ N(0, I) (the lecture's g_phi(eps, x) = mu_phi(x) + L_phi(x) eps)."""
+        """z = mu + L eps, eps ~ N(0, I) (the lecture's g_phi(eps, x) = mu_phi(x) + L_phi(x)
+        eps)."""
         eps = self._noise(sample_shape, eps)
         return self.loc + (self.scale_tril @ eps.reshape(*eps.shape, 1)).reshape(*eps.shape)
 
@@ -259,7 +288,10 @@ class Bernoulli(Distribution):
         self.logits = self._ref = as_tensor(logits)
         self.shape = self.logits.shape
         if not 0 <= event_ndim <= len(self.shape):
-            raise ValueError(f"Bernoulli: event_ndim={event_ndim} but logits have only {len(self.shape)} axes {self.shape}")
+            raise ValueError(
+                f"Bernoulli: event_ndim={event_ndim} but logits have only {len(self.shape)} axes "
+                f"{self.shape}"
+            )
         self.event_ndim = event_ndim
 
     @property
@@ -270,7 +302,9 @@ class Bernoulli(Distribution):
         # x log p + (1 - x) log(1 - p) with log p = log_sigmoid(a), log(1 - p) = log_sigmoid(-a):
         # never forms p, so logits of +-1000 give 0 and -1000, not log(0) = -inf or NaN
         x = self._check_value(x, "log_prob")
-        return self._sum_event(x * F.log_sigmoid(self.logits) + (1 - x) * F.log_sigmoid(-self.logits))
+        return self._sum_event(
+            x * F.log_sigmoid(self.logits) + (1 - x) * F.log_sigmoid(-self.logits)
+        )
 
     def sample(self, sample_shape=()) -> Tensor:
         """1 with probability p, else 0 (u < p for u uniform on [0, 1))."""
@@ -282,7 +316,8 @@ class Bernoulli(Distribution):
 
     def rsample(self, sample_shape=(), eps=None):
         raise NotImplementedError(
-            "Bernoulli.rsample: a Bernoulli has no reparameterisation (its draws jump between 0 and 1, "
+            "Bernoulli.rsample: a Bernoulli has no reparameterisation (its draws jump between 0 "
+            "and 1, "
             "so z does not move smoothly with the logits); use sample() with the score-function "
             "estimator, minivae.estimators.score_function_grad"
         )
@@ -290,7 +325,9 @@ class Bernoulli(Distribution):
     def entropy(self) -> Tensor:
         # -[p log p + (1 - p) log(1 - p)], in the stable log_sigmoid form
         p = self.mean
-        return self._sum_event(-(p * F.log_sigmoid(self.logits) + (1 - p) * F.log_sigmoid(-self.logits)))
+        return self._sum_event(
+            -(p * F.log_sigmoid(self.logits) + (1 - p) * F.log_sigmoid(-self.logits))
+        )
 
 
 # --- KL divergence in closed form ----------------------------------------------------
@@ -305,12 +342,17 @@ def kl_divergence(q, p) -> Tensor:
     """
     if isinstance(q, Normal) and isinstance(p, Normal):
         if q.event_ndim != p.event_ndim:
-            raise ValueError(f"kl_divergence: q has {q.event_ndim} event axes, p has {p.event_ndim}")
+            raise ValueError(
+                f"kl_divergence: q has {q.event_ndim} event axes, p has {p.event_ndim}"
+            )
         event = slice(len(q.shape) - q.event_ndim, None)
-        if q.shape[event] != p.shape[len(p.shape) - p.event_ndim:]:
-            raise ValueError(f"kl_divergence: q has event shape {q.shape[event]}, p has shape {p.shape}")
+        if q.shape[event] != p.shape[len(p.shape) - p.event_ndim :]:
+            raise ValueError(
+                f"kl_divergence: q has event shape {q.shape[event]}, p has shape {p.shape}"
+            )
         if isinstance(p, StandardNormal):
-            # The lecture's eq. (24), D_KL = 1/2 [mu^T mu + sum_i sigma_i^2 - l - log prod_i sigma_i^2]
+            # The lecture's eq. (24), D_KL = 1/2 [mu^T mu + sum_i sigma_i^2 - l - log prod_i
+            # sigma_i^2]
             # (its (sigma_q)_i are variances); log sigma^2 = 2 log_std.
             log_var = 2 * q.log_std
             return q._sum_event(0.5 * (F.square(q.loc) + F.exp(log_var) - 1 - log_var))
@@ -319,10 +361,16 @@ def kl_divergence(q, p) -> Tensor:
         return q._sum_event(p.log_std - q.log_std + 0.5 * ratio - 0.5)
     if isinstance(q, MultivariateNormalTriL) and isinstance(p, Normal):
         if p.event_ndim != 1 or p.shape[-1] != q.shape[-1]:
-            raise ValueError(f"kl_divergence: q is over {q.shape[-1]} dimensions, p has shape {p.shape} (event_ndim {p.event_ndim})")
-        # 1/2 [tr(S_p^-1 S_q) + (mu_p - mu_q)^T S_p^-1 (mu_p - mu_q) - l + log det S_p - log det S_q],
-        # S_q = L L^T, S_p = diag(s^2): tr(S_p^-1 L L^T) = sum_ij L_ij^2 / s_i^2, log det S_q = 2 sum log L_ii.
-        # With p = N(0, I) this is the full-covariance eq. (24): 1/2 [mu^T mu + tr S_q - l - log det S_q].
+            raise ValueError(
+                f"kl_divergence: q is over {q.shape[-1]} dimensions, p has shape {p.shape} "
+                f"(event_ndim {p.event_ndim})"
+            )
+        # 1/2 [tr(S_p^-1 S_q) + (mu_p - mu_q)^T S_p^-1 (mu_p - mu_q) - l + log det S_p - log det
+        # S_q],
+        # S_q = L L^T, S_p = diag(s^2): tr(S_p^-1 L L^T) = sum_ij L_ij^2 / s_i^2, log det S_q = 2
+        # sum log L_ii.
+        # With p = N(0, I) this is the full-covariance eq. (24): 1/2 [mu^T mu + tr S_q - l - log
+        # det S_q].
         l = q.shape[-1]
         s = p.scale.reshape(*p.scale.shape, 1)  # s_i beside row i of L
         trace = F.square(q.scale_tril / s).sum(axis=(-2, -1))

@@ -33,6 +33,7 @@ Their .grad is left as it was. pathwise_grad's backward() also reaches other
 leaves that f uses (e.g. decoder weights), as any backward() does;
 score_function_grad evaluates f without a graph (it needs only f's values).
 """
+
 from __future__ import annotations
 
 from . import backend
@@ -57,19 +58,25 @@ def score_function_grad(f, q_fn, params, samples: int = 1, baseline=None):
     """
     _check_samples("score_function_grad", samples)
     q = q_fn()
-    z = q.sample((samples,))  # plain numbers: no path from phi to z, only log q carries the gradient
+    # plain numbers: no path from phi to z, only log q carries the gradient
+    z = q.sample((samples,))
     with no_grad():
         values = _values("score_function_grad", f(z), z, q)
     if baseline == "mean":
         if samples < 2:
-            raise ValueError("score_function_grad: baseline='mean' (leave-one-out) needs samples >= 2")
+            raise ValueError(
+                "score_function_grad: baseline='mean' (leave-one-out) needs samples >= 2"
+            )
         others = values.sum(axis=0, keepdims=True) - values
         values = values - others / (samples - 1)
     elif baseline is not None:
         if not isinstance(baseline, (int, float)):
-            raise TypeError(f"score_function_grad: baseline must be None, a number or 'mean', got {baseline!r}")
+            raise TypeError(
+                f"score_function_grad: baseline must be None, a number or 'mean', got {baseline!r}"
+            )
         values = values - baseline
-    surrogate = (Tensor(values.data) * q.log_prob(z)).sum() / samples  # its gradient is the estimate
+    # its gradient is the estimate
+    surrogate = (Tensor(values.data) * q.log_prob(z)).sum() / samples
     return _gradients(surrogate, params)
 
 
@@ -78,7 +85,10 @@ def _values(who: str, values, z, q) -> Tensor:
     expected = z.shape[: z.ndim - q.event_ndim]
     if not isinstance(values, Tensor) or values.shape != expected:
         got = values.shape if isinstance(values, Tensor) else type(values).__name__
-        raise ValueError(f"{who}: f(z) must return a Tensor of one value per draw, shape {expected} for z of shape {z.shape}; got {got}")
+        raise ValueError(
+            f"{who}: f(z) must return a Tensor of one value per draw, shape {expected} for z of "
+            f"shape {z.shape}; got {got}"
+        )
     return values
 
 

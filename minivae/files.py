@@ -1,4 +1,5 @@
 """Writing files so that a crash never leaves a half-written one under the real name."""
+
 from __future__ import annotations
 
 import contextlib
@@ -13,7 +14,8 @@ def atomic_write(path, mode: str = "wb"):
     the temporary file is deleted and whatever was at `path` is left as it was."""
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"  # beside the target: os.replace is atomic only within a file system
+    # beside the target: os.replace is atomic only within a file system
+    tmp = f"{path}.{os.getpid()}.tmp"
     try:
         with open(tmp, mode) as f:
             yield f

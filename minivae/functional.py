@@ -7,10 +7,11 @@ rule (g times the local derivative), record both with ``record``.
 Where the textbook formula overflows, the stable form is used and the comment
 says why (sigmoid, softplus, log_sigmoid, logsumexp).
 """
+
 from __future__ import annotations
 
 from . import backend
-from .tensor import Tensor, normalize_axes, lift, record, unbroadcast, as_tensor, broadcast_shapes
+from .tensor import Tensor, as_tensor, broadcast_shapes, lift, normalize_axes, record, unbroadcast
 
 
 def _xp():
@@ -44,7 +45,8 @@ def square(x):
 def abs(x):  # noqa: A001 - the name learners expect
     x = as_tensor(x)
     xp = _xp()
-    return record(xp.abs(x.data), (x,), lambda g: (g * xp.sign(x.data),), "abs")  # d|x|/dx = sign(x), 0 at 0
+    # d|x|/dx = sign(x), 0 at 0
+    return record(xp.abs(x.data), (x,), lambda g: (g * xp.sign(x.data),), "abs")
 
 
 def tanh(x):
@@ -76,11 +78,13 @@ def sigmoid(x):
 
 
 def softplus(x):
-    """log(1 + e^x) = max(x, 0) + log1p(e^-|x|): no overflow for large x, no log(1) for very negative x."""
+    """log(1 + e^x) = max(x, 0) + log1p(e^-|x|): no overflow for large x, no log(1) for very
+    negative x."""
     x = as_tensor(x)
     xp = _xp()
     out = xp.maximum(x.data, xp.zeros_like(x.data)) + xp.log1p(xp.exp(-xp.abs(x.data)))
-    return record(out, (x,), lambda g: (g * _sigmoid_array(x.data),), "softplus")  # d/dx = sigmoid(x)
+    # d/dx = sigmoid(x)
+    return record(out, (x,), lambda g: (g * _sigmoid_array(x.data),), "softplus")
 
 
 def log_sigmoid(x):
@@ -88,7 +92,8 @@ def log_sigmoid(x):
     x = as_tensor(x)
     xp = _xp()
     out = xp.minimum(x.data, xp.zeros_like(x.data)) - xp.log1p(xp.exp(-xp.abs(x.data)))
-    return record(out, (x,), lambda g: (g * _sigmoid_array(-x.data),), "log_sigmoid")  # d/dx = sigmoid(-x)
+    # d/dx = sigmoid(-x)
+    return record(out, (x,), lambda g: (g * _sigmoid_array(-x.data),), "log_sigmoid")
 
 
 def logsumexp(x, axis=-1, keepdims=False):
@@ -104,9 +109,14 @@ def logsumexp(x, axis=-1, keepdims=False):
     kept = xp.log(total) + m
 
     def backward(g):  # d/dx_i = softmax(x)_i, as shifted / total: exp(x_i - logsumexp) would
-        return (xp.reshape(g, kept.shape) * (shifted / total),)  # lose digits when logsumexp is large
+        # lose digits when logsumexp is large
+        return (xp.reshape(g, kept.shape) * (shifted / total),)
 
-    out = kept if keepdims else xp.reshape(kept, tuple(n for i, n in enumerate(x.shape) if i not in axes))
+    out = (
+        kept
+        if keepdims
+        else xp.reshape(kept, tuple(n for i, n in enumerate(x.shape) if i not in axes))
+    )
     return record(out, (x,), backward, "logsumexp")
 
 
@@ -120,7 +130,9 @@ def maximum(a, b):
 
     def backward(g):
         zero = xp.zeros_like(g)
-        return unbroadcast(xp.where(a_wins, g, zero), a.shape), unbroadcast(xp.where(a_wins, zero, g), b.shape)
+        return unbroadcast(xp.where(a_wins, g, zero), a.shape), unbroadcast(
+            xp.where(a_wins, zero, g), b.shape
+        )
 
     return record(xp.maximum(a.data, b.data), (a, b), backward, "maximum")
 
@@ -148,7 +160,9 @@ def where(condition, a, b):
 
     def backward(g):
         zero = xp.zeros_like(g)
-        return unbroadcast(xp.where(condition, g, zero), a.shape), unbroadcast(xp.where(condition, zero, g), b.shape)
+        return unbroadcast(xp.where(condition, g, zero), a.shape), unbroadcast(
+            xp.where(condition, zero, g), b.shape
+        )
 
     return record(xp.where(condition, a.data, b.data), (a, b), backward, "where")
 
@@ -182,7 +196,9 @@ def concatenate(tensors, axis=0):
         lead = (slice(None),) * axis
         return tuple(g[lead + (slice(lo, hi), ...)] for lo, hi in zip(bounds[:-1], bounds[1:]))
 
-    return record(xp.concat([t.data for t in tensors], axis=axis), tuple(tensors), backward, "concatenate")
+    return record(
+        xp.concat([t.data for t in tensors], axis=axis), tuple(tensors), backward, "concatenate"
+    )
 
 
 def stack(tensors, axis=0):
@@ -210,12 +226,16 @@ def split(x, sections, axis=-1):
     n = x.shape[axis]
     if isinstance(sections, int):
         if sections < 1 or n % sections:
-            raise ValueError(f"split: axis {axis} of shape {x.shape} does not split into {sections} equal parts")
+            raise ValueError(
+                f"split: axis {axis} of shape {x.shape} does not split into {sections} equal parts"
+            )
         sizes = [n // sections] * sections
     else:
         sizes = list(sections)
         if sum(sizes) != n:
-            raise ValueError(f"split: sizes {sizes} do not add up to {n}, axis {axis} of shape {x.shape}")
+            raise ValueError(
+                f"split: sizes {sizes} do not add up to {n}, axis {axis} of shape {x.shape}"
+            )
     lead, start, parts = (slice(None),) * axis, 0, []
     for size in sizes:
         parts.append(x[lead + (slice(start, start + size), ...)])
@@ -239,7 +259,10 @@ def pad(x, pad_width, value=0.0):
     """
     x = as_tensor(x)
     if len(pad_width) != x.ndim or any(lo < 0 or hi < 0 for lo, hi in pad_width):
-        raise ValueError(f"pad: need {x.ndim} non-negative (before, after) pairs for shape {x.shape}, got {pad_width}")
+        raise ValueError(
+            f"pad: need {x.ndim} non-negative (before, after) pairs for shape {x.shape}, got "
+            f"{pad_width}"
+        )
     xp = _xp()
     shape = tuple(n + lo + hi for n, (lo, hi) in zip(x.shape, pad_width))
     middle = tuple(slice(lo, lo + n) for n, (lo, _) in zip(x.shape, pad_width))

@@ -9,6 +9,7 @@ a few random directions, which tests every entry of the gradient at once. A
 non-scalar output y is reduced to the scalar <y, r> with a fixed random r, so
 one backward pass checks the whole Jacobian-vector product.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -59,8 +60,10 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0) -> bool:
             return (plus - minus) / (2 * eps)
 
         if base.size <= FULL_CHECK_SIZE:
-            checks = [(f"coordinate {idx}", np.eye(1, base.size, k).reshape(base.shape), analytic[idx])
-                      for k, idx in enumerate(np.ndindex(base.shape))]
+            checks = [
+                (f"coordinate {idx}", np.eye(1, base.size, k).reshape(base.shape), analytic[idx])
+                for k, idx in enumerate(np.ndindex(base.shape))
+            ]
         else:
             checks = []
             for d in range(DIRECTIONS):

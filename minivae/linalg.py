@@ -11,6 +11,7 @@ triangular and a positive diagonal. Then no inverse is ever formed:
 The latent spaces of a VAE are small (l = 2 in the lecture), so the Python loops
 over rows below are cheap and read like the textbook algorithm.
 """
+
 from __future__ import annotations
 
 import functools
@@ -20,7 +21,7 @@ import numpy as np
 from . import backend
 from . import functional as F
 from .tensor import _float_name as _dtype_name
-from .tensor import lift, record, unbroadcast, as_tensor, broadcast_shapes
+from .tensor import as_tensor, broadcast_shapes, lift, record, unbroadcast
 
 
 def _forward_substitution(L, b):
@@ -57,12 +58,12 @@ def lower_mask(n: int):
 # `backend_name` is only the cache key; the arrays are made on the current backend.
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _lower_mask(backend_name: str, n: int):
     return backend.asarray(np.tri(n, dtype=bool))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _placements(backend_name: str, n: int, dtype: str):
     """fill_tril's 0/1 matrices: diagonal entry i -> flat index i*n + i, strictly-lower
     entry k -> its (row, col) in row-major order (1,0), (2,0), (2,1), ..."""
@@ -85,7 +86,10 @@ def tril_solve(L, b):
     L = as_tensor(L)
     b = lift(b, L, "tril_solve")
     if L.ndim < 2 or L.shape[-1] != L.shape[-2] or b.ndim < 1 or b.shape[-1] != L.shape[-1]:
-        raise ValueError(f"tril_solve: expected L of shape (..., l, l) and b of shape (..., l), got {L.shape} and {b.shape}")
+        raise ValueError(
+            f"tril_solve: expected L of shape (..., l, l) and b of shape (..., l), got {L.shape} "
+            f"and {b.shape}"
+        )
     broadcast_shapes(L.shape[:-2], b.shape[:-1], "tril_solve")
     xp = backend.xp()
     y = _forward_substitution(L.data, b.data)
@@ -121,7 +125,8 @@ def fill_tril(diag, strictly_lower):
     m = n * (n - 1) // 2
     if strictly_lower.shape[-1] != m:
         raise ValueError(
-            f"fill_tril: a {n}x{n} factor has {m} strictly-lower entries, got {strictly_lower.shape[-1]} "
+            f"fill_tril: a {n}x{n} factor has {m} strictly-lower entries, got "
+            f"{strictly_lower.shape[-1]} "
             f"(diagonal of shape {diag.shape}, entries of shape {strictly_lower.shape})"
         )
     place_diag, place_lower = _placements(backend.get_backend().name, n, _dtype_name(diag.dtype))

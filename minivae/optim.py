@@ -5,6 +5,7 @@ device). ``step()`` reads each ``p.grad`` and updates ``p.data`` in place of the
 old array; no graph is recorded. ``state_dict()`` / ``load_state_dict()`` carry the
 state through a checkpoint so training resumes exactly.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,7 +17,9 @@ class Optimizer:
     def __init__(self, params, lr: float):
         self.params = list(params)
         if not self.params:
-            raise ValueError(f"{type(self).__name__}: got an empty parameter list (build the model first)")
+            raise ValueError(
+                f"{type(self).__name__}: got an empty parameter list (build the model first)"
+            )
         self.lr = lr
         self.t = 0  # steps taken
 
@@ -56,7 +59,8 @@ class Optimizer:
             for i, a in enumerate(arrays):
                 if tuple(state[f"{key}.{i}"].shape) != tuple(a.shape):
                     raise ValueError(
-                        f"{name}.load_state_dict: state {key}.{i} has shape {tuple(state[f'{key}.{i}'].shape)}, "
+                        f"{name}.load_state_dict: state {key}.{i} has shape "
+                        f"{tuple(state[f'{key}.{i}'].shape)}, "
                         f"the parameter it belongs to has {tuple(a.shape)}"
                     )
         for key, arrays in own.items():
@@ -97,7 +101,9 @@ class Adam(Optimizer):
     of 1e-7 / sqrt(1 - beta2^t): about 3e-6 at the first step, tending to 1e-7 later.
     """
 
-    def __init__(self, params, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-7):
+    def __init__(
+        self, params, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-7
+    ):
         super().__init__(params, lr)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         xp = backend.xp()

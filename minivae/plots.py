@@ -8,6 +8,7 @@ nothing to close.
 Images are drawn by tiling a batch into one big array and showing it once,
 which is much faster than one subplot per image.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -38,14 +39,20 @@ def learning_curves(metrics: dict, path, title: str | None = None) -> None:
 
 def image_grid(images: np.ndarray, path, n_cols: int = 10, title: str | None = None) -> None:
     """Images (N, H, W) in rows of `n_cols`, grey scale, values in [0, 1]."""
-    fig = Figure(figsize=(n_cols * 0.9, _rows(len(images), n_cols) * 1.2 + 0.5), layout="constrained")
+    fig = Figure(
+        figsize=(n_cols * 0.9, _rows(len(images), n_cols) * 1.2 + 0.5), layout="constrained"
+    )
     _show(fig.add_subplot(), tile(images, n_cols), title)
     save_figure(fig, path)
 
 
-def reconstructions(originals: np.ndarray, reconstructed: np.ndarray, path, n_cols: int = 5) -> None:
+def reconstructions(
+    originals: np.ndarray, reconstructed: np.ndarray, path, n_cols: int = 5
+) -> None:
     """Images (N, H, W) beside their reconstructions, as in the lecture's figure."""
-    fig = Figure(figsize=(n_cols * 1.8, _rows(len(originals), n_cols) * 1.2 + 0.6), layout="constrained")
+    fig = Figure(
+        figsize=(n_cols * 1.8, _rows(len(originals), n_cols) * 1.2 + 0.6), layout="constrained"
+    )
     _show(fig.add_subplot(1, 2, 1), tile(originals, n_cols), "validation images")
     _show(fig.add_subplot(1, 2, 2), tile(reconstructed, n_cols), "VAE reconstructions")
     save_figure(fig, path)
@@ -71,8 +78,13 @@ def manifold(images: np.ndarray, path, n: int) -> None:
     save_figure(fig, path)
 
 
-def latent_scatter(z: np.ndarray, path, color=None, color_label: str | None = None,
-                   title: str = "encodings (posterior means)") -> None:
+def latent_scatter(
+    z: np.ndarray,
+    path,
+    color=None,
+    color_label: str | None = None,
+    title: str = "encodings (posterior means)",
+) -> None:
     """Points z (N, 2 or more) in the plane of their first two coordinates, optionally
     coloured by a value per point."""
     fig = Figure(figsize=(5.5, 5), layout="constrained")
@@ -92,7 +104,7 @@ def tile(images: np.ndarray, n_cols: int, pad: int = 1) -> np.ndarray:
     out = np.ones((rows * (h + pad), n_cols * (w + pad)), dtype=np.float32)
     for i, image in enumerate(images):
         r, c = divmod(i, n_cols)
-        out[r * (h + pad):r * (h + pad) + h, c * (w + pad):c * (w + pad) + w] = image
+        out[r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = image
     return out
 
 

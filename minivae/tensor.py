@@ -18,6 +18,7 @@ memory stays flat over thousands of training steps.
 Every op below is written the same way: compute the output array, then define
 ``backward(g)`` right beside it, then ``record(...)`` records both.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -84,7 +85,7 @@ class Tensor:
         (On the numpy backend it is the tensor's own array, not a copy.)"""
         return backend.to_numpy(self.data)
 
-    def detach(self) -> "Tensor":
+    def detach(self) -> Tensor:
         """The same data, cut off from the graph."""
         return Tensor(self.data)
 
@@ -105,9 +106,13 @@ class Tensor:
         else:
             grad = lift(grad, self, "backward").data
             if tuple(grad.shape) != self.shape:
-                raise ValueError(f"backward(): grad has shape {tuple(grad.shape)}, tensor has {self.shape}")
+                raise ValueError(
+                    f"backward(): grad has shape {tuple(grad.shape)}, tensor has {self.shape}"
+                )
         if not self.requires_grad:
-            raise RuntimeError("backward() on a tensor that does not require grad (no leaf of it does)")
+            raise RuntimeError(
+                "backward() on a tensor that does not require grad (no leaf of it does)"
+            )
 
         grads = {id(self): grad}
         for node in reversed(self._topological_order()):
@@ -123,7 +128,7 @@ class Tensor:
                     grads[key] = grads[key] + pg if key in grads else pg
             node.parents, node.grad_fn = (), _freed  # free the graph behind us
 
-    def _topological_order(self) -> list["Tensor"]:
+    def _topological_order(self) -> list[Tensor]:
         """Depth-first post-order, with an explicit stack (no recursion limit)."""
         order, seen, stack = [], set(), [(self, False)]
         while stack:
@@ -139,11 +144,21 @@ class Tensor:
     # --- arithmetic: each forward with its backward ------------------------
     def __add__(self, other):
         a, b = _pair(self, other, "add")
-        return record(a.data + b.data, (a, b), lambda g: (unbroadcast(g, a.shape), unbroadcast(g, b.shape)), "add")
+        return record(
+            a.data + b.data,
+            (a, b),
+            lambda g: (unbroadcast(g, a.shape), unbroadcast(g, b.shape)),
+            "add",
+        )
 
     def __sub__(self, other):
         a, b = _pair(self, other, "subtract")
-        return record(a.data - b.data, (a, b), lambda g: (unbroadcast(g, a.shape), unbroadcast(-g, b.shape)), "subtract")
+        return record(
+            a.data - b.data,
+            (a, b),
+            lambda g: (unbroadcast(g, a.shape), unbroadcast(-g, b.shape)),
+            "subtract",
+        )
 
     def __mul__(self, other):
         a, b = _pair(self, other, "multiply")
@@ -167,7 +182,9 @@ class Tensor:
 
     def __pow__(self, p):
         if not isinstance(p, numbers.Real):
-            raise TypeError("Tensor ** p: p must be a Python number; for a tensor exponent use exp(p * log(x))")
+            raise TypeError(
+                "Tensor ** p: p must be a Python number; for a tensor exponent use exp(p * log(x))"
+            )
         x, p = self.data, float(p)  # a NumPy scalar would not mix with a device array
 
         def backward(g):  # d(x^p)/dx = p x^(p-1)
@@ -178,11 +195,17 @@ class Tensor:
     def __matmul__(self, other):
         a, b = _pair(self, other, "matmul", broadcast=False)
         if a.ndim == 0 or b.ndim == 0:
-            raise ValueError(f"matmul: shapes {a.shape} and {b.shape}: a 0-d operand has no matrix axes; use *")
+            raise ValueError(
+                f"matmul: shapes {a.shape} and {b.shape}: a 0-d operand has no matrix axes; use *"
+            )
         inner = b.shape[-2] if b.ndim > 1 else b.shape[0]
         if a.shape[-1] != inner:
-            raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not fit ({a.shape[-1]} != {inner})")
-        broadcast_shapes(a.shape[:-2], b.shape[:-2], f"matmul of {a.shape} and {b.shape}, batch axes")
+            raise ValueError(
+                f"matmul: shapes {a.shape} and {b.shape} do not fit ({a.shape[-1]} != {inner})"
+            )
+        broadcast_shapes(
+            a.shape[:-2], b.shape[:-2], f"matmul of {a.shape} and {b.shape}, batch axes"
+        )
         if b.ndim == 1:  # a vector on the right: a one-column matrix, column dropped after
             out = a @ b.reshape(-1, 1)
             return out.reshape(*out.shape[:-1])
@@ -193,8 +216,16 @@ class Tensor:
 
         def backward(g):  # C = AB: dA = g B^T, dB = A^T g (summed over broadcast batch axes)
             # skip the product nobody needs, e.g. the gradient of the input data: a whole matmul
-            ga = unbroadcast(xp.matmul(g, xp.matrix_transpose(b.data)), a.shape) if a.requires_grad else None
-            gb = unbroadcast(xp.matmul(xp.matrix_transpose(a.data), g), b.shape) if b.requires_grad else None
+            ga = (
+                unbroadcast(xp.matmul(g, xp.matrix_transpose(b.data)), a.shape)
+                if a.requires_grad
+                else None
+            )
+            gb = (
+                unbroadcast(xp.matmul(xp.matrix_transpose(a.data), g), b.shape)
+                if b.requires_grad
+                else None
+            )
             return ga, gb
 
         return record(xp.matmul(a.data, b.data), (a, b), backward, "matmul")
@@ -232,7 +263,8 @@ class Tensor:
         kept = tuple(1 if i in axes else n for i, n in enumerate(self.shape))
 
         def backward(g):  # every summed element gets the same gradient
-            # (added to zeros, not broadcast_to: a leaf's .grad must be a writable array, not a view)
+            # (added to zeros, not broadcast_to: a leaf's .grad must be a writable array, not a
+            # view)
             return (xp.zeros_like(self.data) + xp.reshape(g, kept),)
 
         return record(xp.sum(self.data, axis=axes, keepdims=keepdims), (self,), backward, "sum")
@@ -242,29 +274,45 @@ class Tensor:
         return self.sum(axis, keepdims) / count
 
     def reshape(self, *shape):
-        shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        shape = (
+            tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        )
         xp = backend.xp()
         try:
             out = xp.reshape(self.data, shape)
         except ValueError:
-            raise ValueError(f"reshape: cannot reshape {self.shape} ({self.size} elements) to {shape}") from None
+            raise ValueError(
+                f"reshape: cannot reshape {self.shape} ({self.size} elements) to {shape}"
+            ) from None
         return record(out, (self,), lambda g: (xp.reshape(g, self.shape),), "reshape")
 
     def transpose(self, *axes):
         axes = tuple(axes[0]) if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
         axes = axes or tuple(reversed(range(self.ndim)))
         if sorted(axes) != list(range(self.ndim)):
-            raise ValueError(f"transpose: axes {axes} are not a permutation of the {self.ndim} axes of {self.shape}")
+            raise ValueError(
+                f"transpose: axes {axes} are not a permutation of the {self.ndim} axes of "
+                f"{self.shape}"
+            )
         inverse = tuple(int(i) for i in np.argsort(axes))
         xp = backend.xp()
-        return record(xp.permute_dims(self.data, axes), (self,), lambda g: (xp.permute_dims(g, inverse),), "transpose")
+        return record(
+            xp.permute_dims(self.data, axes),
+            (self,),
+            lambda g: (xp.permute_dims(g, inverse),),
+            "transpose",
+        )
 
     def __getitem__(self, key):
         key = key if isinstance(key, tuple) else (key,)
         if not all(k is Ellipsis or isinstance(k, (int, slice)) for k in key):
-            raise TypeError(f"Tensor[...]: only basic indexing (ints, slices, ...) is supported, got {key!r}")
+            raise TypeError(
+                f"Tensor[...]: only basic indexing (ints, slices, ...) is supported, got {key!r}"
+            )
         if sum(k is not Ellipsis for k in key) > self.ndim:
-            raise IndexError(f"Tensor[...]: {key!r} indexes more axes than the {self.ndim} of shape {self.shape}")
+            raise IndexError(
+                f"Tensor[...]: {key!r} indexes more axes than the {self.ndim} of shape {self.shape}"
+            )
         if not any(k is Ellipsis for k in key):
             key = key + (Ellipsis,)  # the array API wants every axis spelled out
         xp = backend.xp()
@@ -311,10 +359,14 @@ def lift(x, like: Tensor, op: str) -> Tensor:
         x = Tensor(x)
     if isinstance(x, Tensor):
         if x._backend != like._backend:
-            raise TypeError(f"{op}: mixing tensors from backends {like._backend!r} and {x._backend!r}")
+            raise TypeError(
+                f"{op}: mixing tensors from backends {like._backend!r} and {x._backend!r}"
+            )
         if x.dtype != like.dtype:  # promotion would silently turn a float32 model into float64
-            raise TypeError(f"{op}: mixing {_float_name(like.dtype)} and {_float_name(x.dtype)}; "
-                            "convert one explicitly, e.g. Tensor(x, dtype=\"float32\")")
+            raise TypeError(
+                f"{op}: mixing {_float_name(like.dtype)} and {_float_name(x.dtype)}; "
+                'convert one explicitly, e.g. Tensor(x, dtype="float32")'
+            )
         return x
     raise TypeError(
         f"{op}: cannot combine a Tensor on backend {like._backend!r} with {type(x).__module__}."
@@ -336,7 +388,9 @@ def broadcast_shapes(s1, s2, op: str = "broadcast") -> tuple:
         n1 = s1[-i] if i <= len(s1) else 1
         n2 = s2[-i] if i <= len(s2) else 1
         if n1 != n2 and 1 not in (n1, n2):
-            raise ValueError(f"{op}: shapes {tuple(s1)} and {tuple(s2)} cannot be broadcast together")
+            raise ValueError(
+                f"{op}: shapes {tuple(s1)} and {tuple(s2)} cannot be broadcast together"
+            )
         out.append(max(n1, n2) if 1 in (n1, n2) else n1)
     return tuple(reversed(out))
 
@@ -374,7 +428,9 @@ def _float_array(data, dtype):
         raise TypeError(f"Tensor: dtype must be 'float32' or 'float64', got {dtype!r}")
     dtype = backend.dtype(_float_name(dtype))
     if not backend.is_array(data):
-        data = backend.asarray(backend.to_numpy(data) if hasattr(data, "dtype") else data, dtype=dtype)
+        data = backend.asarray(
+            backend.to_numpy(data) if hasattr(data, "dtype") else data, dtype=dtype
+        )
     return data if data.dtype == dtype else backend.xp().astype(data, dtype)
 
 

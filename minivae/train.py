@@ -17,6 +17,7 @@ Device traffic: each batch is moved to the device explicitly (``to_device``);
 the metrics are summed on the device and read back once per epoch, so a GPU is
 never made to wait for the host in the middle of an epoch.
 """
+
 from __future__ import annotations
 
 import json
@@ -79,11 +80,17 @@ class History:
 
     def to_json(self) -> str:
         # json writes a float as its shortest exact repr, so the numbers survive bit for bit
-        return json.dumps({"metrics": self.metrics, "seconds": self.seconds,
-                           "seed": self.seed, "stopped": self.stopped})
+        return json.dumps(
+            {
+                "metrics": self.metrics,
+                "seconds": self.seconds,
+                "seed": self.seed,
+                "stopped": self.stopped,
+            }
+        )
 
     @classmethod
-    def from_json(cls, text: str, best_weights=None) -> "History":
+    def from_json(cls, text: str, best_weights=None) -> History:
         return cls(**json.loads(text), best_weights=best_weights)
 
     def to_csv(self) -> str:
@@ -110,7 +117,9 @@ class _Sums:
         xp = backend.xp()
         for name, value in parts.items():
             if value.ndim != 0:
-                raise ValueError(f"fit: loss_fn must return scalar Tensors; {name!r} has shape {value.shape}")
+                raise ValueError(
+                    f"fit: loss_fn must return scalar Tensors; {name!r} has shape {value.shape}"
+                )
             weighted = xp.astype(value.data, xp.float64) * n
             key = self.prefix + name
             self.sums[key] = self.sums[key] + weighted if key in self.sums else weighted
@@ -126,7 +135,7 @@ def _read_means(*all_sums: _Sums) -> dict[str, float]:
 
 def _batches(order: np.ndarray, batch_size: int):
     for start in range(0, len(order), batch_size):
-        yield order[start:start + batch_size]
+        yield order[start : start + batch_size]
 
 
 def _validation_sums(model, loss_fn, x: np.ndarray, batch_size: int, prefix: str) -> _Sums:
@@ -156,9 +165,22 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
-def fit(model, loss_fn, optimizer, x_train: np.ndarray, x_val: np.ndarray | None = None, *,
-        epochs: int, batch_size: int = 32, seed: int = 0, patience: int | None = None,
-        verbose: bool = True, on_epoch_end=None, history: History | None = None, step=None) -> History:
+def fit(
+    model,
+    loss_fn,
+    optimizer,
+    x_train: np.ndarray,
+    x_val: np.ndarray | None = None,
+    *,
+    epochs: int,
+    batch_size: int = 32,
+    seed: int = 0,
+    patience: int | None = None,
+    verbose: bool = True,
+    on_epoch_end=None,
+    history: History | None = None,
+    step=None,
+) -> History:
     """Train `model` for up to `epochs` epochs; return the History.
 
     loss_fn(batch) -> dict of scalar Tensors with key "loss" (minimised); the other
@@ -178,10 +200,15 @@ def fit(model, loss_fn, optimizer, x_train: np.ndarray, x_val: np.ndarray | None
     """
     history = history if history is not None else History(seed=seed)
     if history.seed != seed:
-        raise ValueError(f"fit: this run was started with seed {history.seed}, not {seed}; "
-                         "resuming with another seed would not continue it")
+        raise ValueError(
+            f"fit: this run was started with seed {history.seed}, not {seed}; "
+            "resuming with another seed would not continue it"
+        )
     if len(x_train) == 0 or batch_size < 1:
-        raise ValueError(f"fit: need training data and batch_size >= 1, got {len(x_train)} rows, batch_size {batch_size}")
+        raise ValueError(
+            f"fit: need training data and batch_size >= 1, got {len(x_train)} rows, batch_size "
+            f"{batch_size}"
+        )
     step = step or (lambda x: train_step(loss_fn, optimizer, x))
     monitor = "val_loss" if x_val is not None else "loss"
     steps = math.ceil(len(x_train) / batch_size)
@@ -206,9 +233,11 @@ def fit(model, loss_fn, optimizer, x_train: np.ndarray, x_val: np.ndarray | None
         if broken:
             model.load_state_dict(last_good[0])
             optimizer.load_state_dict(last_good[1])  # Adam's moments would hold the NaNs too
-            history.stopped = (f"epoch {epoch + 1}: {broken[0]} became {means[broken[0]]}; stopped and restored "
-                               f"the weights and optimiser state from the start of that epoch "
-                               f"(try a smaller learning rate)")
+            history.stopped = (
+                f"epoch {epoch + 1}: {broken[0]} became {means[broken[0]]}; stopped and restored "
+                f"the weights and optimiser state from the start of that epoch "
+                f"(try a smaller learning rate)"
+            )
             print(f"fit: {history.stopped}", file=sys.stderr)
             break
 
@@ -220,10 +249,14 @@ def fit(model, loss_fn, optimizer, x_train: np.ndarray, x_val: np.ndarray | None
             if best == epoch:
                 history.best_weights = model.state_dict()
             elif epoch - best >= patience:
-                history.stopped = (f"early stopping: {monitor} has not improved for {patience} epochs; "
-                                   f"best was epoch {best + 1}")
+                history.stopped = (
+                    f"early stopping: {monitor} has not improved for {patience} epochs; "
+                    f"best was epoch {best + 1}"
+                )
         if verbose:
-            print(f"Epoch {epoch + 1}/{epochs}\n{_progress_line(means, steps, seconds)}", flush=True)
+            print(
+                f"Epoch {epoch + 1}/{epochs}\n{_progress_line(means, steps, seconds)}", flush=True
+            )
             if history.stopped:
                 print(history.stopped, flush=True)
         if on_epoch_end is not None:
@@ -236,7 +269,9 @@ def fit(model, loss_fn, optimizer, x_train: np.ndarray, x_val: np.ndarray | None
 
 def _progress_line(means: dict, steps: int, seconds: float) -> str:
     """Keras's one line per epoch: steps, time, then the metrics, training before validation."""
-    names = sorted(k for k in means if not k.startswith("val_")) + sorted(k for k in means if k.startswith("val_"))
+    names = sorted(k for k in means if not k.startswith("val_")) + sorted(
+        k for k in means if k.startswith("val_")
+    )
     metrics = " - ".join(f"{k}: {means[k]:.4f}" for k in names)
     return f"{steps}/{steps} - {seconds:.1f}s - {1000 * seconds / steps:.0f}ms/step - {metrics}"
 
@@ -268,7 +303,7 @@ def load_checkpoint(path, model, optimizer) -> History:
         for key in f.files:
             for prefix, group in groups.items():
                 if key.startswith(prefix):
-                    group[key[len(prefix):]] = f[key]
+                    group[key[len(prefix) :]] = f[key]
         text = str(f["history"][()])
     model.load_state_dict(groups["model/"])
     optimizer.load_state_dict(groups["optimizer/"])

@@ -15,14 +15,22 @@ reparameterisation that lets gradients reach the encoder (eqs. (16)-(19)):
 bookkeeping: sums over pixels and latent dimensions, means over the batch (and
 over the L samples).
 """
+
 from __future__ import annotations
 
 import math
 
 from . import functional as F
-from .distributions import Bernoulli, GaussianLikelihood, MultivariateNormalTriL, Normal, StandardNormal, kl_divergence
+from .distributions import (
+    Bernoulli,
+    GaussianLikelihood,
+    MultivariateNormalTriL,
+    Normal,
+    StandardNormal,
+    kl_divergence,
+)
 from .nn.module import Module
-from .tensor import Tensor, lift, as_tensor, no_grad
+from .tensor import Tensor, as_tensor, lift, no_grad
 
 LIKELIHOODS = ("gaussian", "bernoulli")
 POSTERIORS = ("diag", "full")
@@ -47,10 +55,19 @@ class VAE(Module):
     parameters are the encoder's and the decoder's (the prior is fixed).
     """
 
-    def __init__(self, encoder, decoder, prior=None, likelihood: str = "gaussian", posterior: str = "diag",
-                 log_std_min: float | None = -5.0):
+    def __init__(
+        self,
+        encoder,
+        decoder,
+        prior=None,
+        likelihood: str = "gaussian",
+        posterior: str = "diag",
+        log_std_min: float | None = -5.0,
+    ):
         if likelihood not in LIKELIHOODS:
-            raise ValueError(f"VAE: unknown likelihood {likelihood!r}; expected one of {LIKELIHOODS}")
+            raise ValueError(
+                f"VAE: unknown likelihood {likelihood!r}; expected one of {LIKELIHOODS}"
+            )
         if posterior not in POSTERIORS:
             raise ValueError(f"VAE: unknown posterior {posterior!r}; expected one of {POSTERIORS}")
         self.encoder, self.decoder, self.prior = encoder, decoder, prior
@@ -70,11 +87,17 @@ class VAE(Module):
             raise ValueError(f"VAE.encode: expected a batch x of shape (N, ...), got {x.shape}")
         h = self.encoder(x)
         if h.ndim != 2:
-            raise ValueError(f"VAE.encode: the encoder must return (N, k), got {h.shape} for x of shape {x.shape}")
+            raise ValueError(
+                f"VAE.encode: the encoder must return (N, k), got {h.shape} for x of shape "
+                f"{x.shape}"
+            )
         k = h.shape[1]
         if self.posterior == "diag":
             if k % 2:
-                raise ValueError(f"VAE.encode: a 'diag' posterior needs the encoder to return (N, 2l) = [mu, log_var], got {h.shape}")
+                raise ValueError(
+                    "VAE.encode: a 'diag' posterior needs the encoder to return (N, 2l) = [mu, "
+                    f"log_var], got {h.shape}"
+                )
             l = k // 2
             mu, log_var = F.split(h, 2, axis=-1)
             q = Normal.from_log_var(mu, log_var)
@@ -82,15 +105,21 @@ class VAE(Module):
             l = _full_latent_dim(k)
             if l is None:
                 raise ValueError(
-                    f"VAE.encode: a 'full' posterior needs the encoder to return (N, 2l + l(l-1)/2) = "
-                    f"[mu, log diag L, strictly-lower L] (l=1: 2, l=2: 5, l=3: 9, ...), got {h.shape}"
+                    "VAE.encode: a 'full' posterior needs the encoder to return (N, 2l + "
+                    "l(l-1)/2) = "
+                    "[mu, log diag L, strictly-lower L] (l=1: 2, l=2: 5, l=3: 9, ...), got "
+                    f"{h.shape}"
                 )
             mu, log_diag, lower = F.split(h, [l, l, l * (l - 1) // 2], axis=-1)
             q = MultivariateNormalTriL.from_log_diag(mu, log_diag, lower)
         if self._default_prior and (self.prior is None or self.prior.loc.dtype != h.dtype):
-            self.prior = StandardNormal(l, dtype=str(h.dtype).split(".")[-1])  # 'float32' or 'float64'
+            # 'float32' or 'float64'
+            self.prior = StandardNormal(l, dtype=str(h.dtype).split(".")[-1])
         if self.prior.shape[-1] != l:
-            raise ValueError(f"VAE.encode: the encoder gives a {l}-dimensional latent, the prior has shape {self.prior.shape}")
+            raise ValueError(
+                f"VAE.encode: the encoder gives a {l}-dimensional latent, the prior has shape "
+                f"{self.prior.shape}"
+            )
         self.x_shape = x.shape[1:]
         return q
 
@@ -99,22 +128,32 @@ class VAE(Module):
         z = as_tensor(z)
         x_shape = tuple(x_shape) if x_shape is not None else self.x_shape
         if x_shape is None:
-            raise ValueError("VAE.decode: the data shape is not known yet; call the VAE on data first or pass x_shape=")
+            raise ValueError(
+                "VAE.decode: the data shape is not known yet; call the VAE on data first or pass "
+                "x_shape="
+            )
         D = math.prod(x_shape)
         lead = z.shape[:-1]
         h = self.decoder(z.reshape(-1, z.shape[-1]))  # the decoder sees one flat batch (M, l)
         need = 2 * D if self.likelihood == "gaussian" else D
         if h.ndim != 2 or h.shape[1] != need:
-            what = f"2 x {D} (mean logits, then raw log-std)" if self.likelihood == "gaussian" else f"{D} logits"
+            what = (
+                f"2 x {D} (mean logits, then raw log-std)"
+                if self.likelihood == "gaussian"
+                else f"{D} logits"
+            )
             raise ValueError(
-                f"VAE.decode: the decoder returned shape {h.shape}; a {self.likelihood!r} likelihood for data "
+                f"VAE.decode: the decoder returned shape {h.shape}; a {self.likelihood!r} "
+                "likelihood for data "
                 f"of shape (N, {', '.join(map(str, x_shape))}) needs (M, {need}) = {what}"
             )
         event = len(x_shape)
         if self.likelihood == "bernoulli":
             return Bernoulli(h.reshape(*lead, *x_shape), event_ndim=event)
         h1, h2 = F.split(h, 2, axis=-1)
-        return GaussianLikelihood(h1.reshape(*lead, *x_shape), h2.reshape(*lead, *x_shape), self.log_std_min, event)
+        return GaussianLikelihood(
+            h1.reshape(*lead, *x_shape), h2.reshape(*lead, *x_shape), self.log_std_min, event
+        )
 
     # --- the objective -------------------------------------------------------------
     def elbo(self, x, samples: int = 1, estimator: str = "analytic", eps=None) -> dict:
@@ -125,7 +164,9 @@ class VAE(Module):
         eps: noise of shape (samples, N, l) (or (N, l) for one sample) to hold the draws fixed.
         """
         if estimator not in ESTIMATORS:
-            raise ValueError(f"VAE.elbo: unknown estimator {estimator!r}; expected one of {ESTIMATORS}")
+            raise ValueError(
+                f"VAE.elbo: unknown estimator {estimator!r}; expected one of {ESTIMATORS}"
+            )
         _check_count("VAE.elbo", "samples", samples)
         x = as_tensor(x)
         q = self.encode(x)
@@ -134,7 +175,10 @@ class VAE(Module):
             if eps.shape == q.shape and samples == 1:
                 eps = eps.reshape(1, *eps.shape)
             if eps.shape != (samples, *q.shape):
-                raise ValueError(f"VAE.elbo: eps has shape {eps.shape}, expected (samples, N, l) = {(samples, *q.shape)}")
+                raise ValueError(
+                    f"VAE.elbo: eps has shape {eps.shape}, expected (samples, N, l) = "
+                    f"{(samples, *q.shape)}"
+                )
         z = q.rsample((samples,), eps=eps)  # (L, N, l): z = mu + L eps
         log_px_z = self.decode(z).log_prob(x)  # (L, N): log p(x|z), summed over pixels
         nll = -log_px_z.mean()
@@ -169,7 +213,10 @@ class VAE(Module):
         """The decoded means of n draws from the prior, shape (n, *x_shape)."""
         _check_count("VAE.sample", "n", n)
         if self.prior is None:
-            raise ValueError("VAE.sample: the latent size is not known yet; call the VAE on data first or pass prior=")
+            raise ValueError(
+                "VAE.sample: the latent size is not known yet; call the VAE on data first or pass "
+                "prior="
+            )
         with no_grad():
             return self.decode(self.prior.sample((n,)), x_shape).mean
 

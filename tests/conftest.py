@@ -7,6 +7,7 @@
   the test, except in CI (``CI=true``), where it fails the run.
 * ``torch``: PyTorch for cross-checks; skipped when not installed, except in CI.
 """
+
 import os
 
 import pytest
@@ -18,7 +19,10 @@ BACKENDS = os.environ.get("MINIVAE_TEST_BACKENDS", "numpy,strict").split(",")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 settings.register_profile(
-    "default", max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    "default",
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
@@ -58,7 +62,10 @@ def need(what: str, why: str):
 def data_dir():
     folder = os.environ.get("MINIVAE_DATA")
     if not folder or not os.path.isdir(folder):
-        need("the dataset folder", "set MINIVAE_DATA to a folder with the datasets (e.g. ../shared/data)")
+        need(
+            "the dataset folder",
+            "set MINIVAE_DATA to a folder with the datasets (e.g. ../shared/data)",
+        )
     return folder
 
 

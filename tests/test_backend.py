@@ -1,5 +1,6 @@
 """The backend: choosing it, the errors when CuPy cannot run, where arrays are put,
 the explicit way back to the host, and the seeded random numbers."""
+
 import os
 import subprocess
 import sys
@@ -33,7 +34,9 @@ def test_set_get_and_use_backend():
 def test_unknown_backend_names_the_choices():
     start = backend.get_backend()
     assert minivae.BackendError is BackendError
-    with pytest.raises(BackendError, match="unknown backend 'jax'; expected one of numpy, cupy, strict"):
+    with pytest.raises(
+        BackendError, match="unknown backend 'jax'; expected one of numpy, cupy, strict"
+    ):
         minivae.set_backend("jax")
     assert backend.get_backend() is start  # a failed switch changes nothing
 
@@ -41,38 +44,61 @@ def test_unknown_backend_names_the_choices():
 @pytest.mark.backends("numpy")  # starts a fresh interpreter: once is enough
 def test_environment_variable_chooses_the_backend_at_import():
     env = dict(os.environ, MINIVAE_BACKEND="strict")
-    out = subprocess.run([sys.executable, "-c", "import minivae; print(minivae.get_backend().name)"],
-                         env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "import minivae; print(minivae.get_backend().name)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == "strict"
 
 
 def test_cupy_missing_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)  # `import cupy` now raises ImportError
     start = backend.get_backend()
-    with pytest.raises(BackendError, match=r"backend 'cupy' needs CuPy, which is not installed; "
-                                           r"install it with `pip install minivae\[gpu\]`"):
+    with pytest.raises(
+        BackendError,
+        match=r"backend 'cupy' needs CuPy, which is not installed; "
+        r"install it with `pip install minivae\[gpu\]`",
+    ):
         minivae.set_backend("cupy")
     assert backend.get_backend() is start
 
 
-@pytest.mark.parametrize("get_device_count, why", [
-    (lambda: 0, "no CUDA device; check"),
-    (lambda: (_ for _ in ()).throw(RuntimeError("cudaErrorNoDevice")),
-     r"no CUDA device \(RuntimeError: cudaErrorNoDevice\); check"),
-])
+@pytest.mark.parametrize(
+    "get_device_count, why",
+    [
+        (lambda: 0, "no CUDA device; check"),
+        (
+            lambda: (_ for _ in ()).throw(RuntimeError("cudaErrorNoDevice")),
+            r"no CUDA device \(RuntimeError: cudaErrorNoDevice\); check",
+        ),
+    ],
+)
 def test_cupy_without_a_gpu_says_so(monkeypatch, get_device_count, why):
-    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(
-        getDeviceCount=get_device_count)))
+    fake = types.SimpleNamespace(
+        cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=get_device_count))
+    )
     monkeypatch.setitem(sys.modules, "cupy", fake)
-    with pytest.raises(BackendError, match=rf"backend 'cupy': CuPy is installed but finds {why} the NVIDIA "
-                                           r"driver with `nvidia-smi`, or use backend 'numpy'"):
+    with pytest.raises(
+        BackendError,
+        match=rf"backend 'cupy': CuPy is installed but finds {why} the NVIDIA "
+        r"driver with `nvidia-smi`, or use backend 'numpy'",
+    ):
         Backend("cupy")
 
 
 def test_arrays_are_made_on_the_backend_device():
     f32 = backend.dtype("float32")
-    made = [backend.asarray([1.0, 2.0], dtype=f32), backend.asarray(np.ones(2)), backend.full((2, 3), 0.5, f32),
-            backend.normal((2,), f32), backend.uniform((2,), f32), Tensor([1.0]).data]
+    made = [
+        backend.asarray([1.0, 2.0], dtype=f32),
+        backend.asarray(np.ones(2)),
+        backend.full((2, 3), 0.5, f32),
+        backend.normal((2,), f32),
+        backend.uniform((2,), f32),
+        Tensor([1.0]).data,
+    ]
     for a in made:
         assert backend.is_array(a)
         if backend.get_backend().name == "strict":
@@ -84,8 +110,14 @@ def test_is_array_accepts_only_the_current_backends_arrays():
     on_numpy = backend.get_backend().name == "numpy"
     assert backend.is_array(native)
     assert backend.is_array(np.ones(2)) == on_numpy
-    assert not backend.is_array(np.float64(1.0)) and not backend.is_array([1.0]) and not backend.is_array(Tensor(1.0))
-    assert not backend.is_array(array_api_strict.asarray([1.0], device=array_api_strict.Device("CPU_DEVICE")))
+    assert (
+        not backend.is_array(np.float64(1.0))
+        and not backend.is_array([1.0])
+        and not backend.is_array(Tensor(1.0))
+    )
+    assert not backend.is_array(
+        array_api_strict.asarray([1.0], device=array_api_strict.Device("CPU_DEVICE"))
+    )
 
 
 def test_to_numpy_is_the_explicit_way_to_the_host():
@@ -99,10 +131,13 @@ def test_to_numpy_is_the_explicit_way_to_the_host():
     assert minivae.to_numpy(np.float32(2.0)).dtype == np.float32
 
 
-@pytest.mark.backends("strict", "cupy")  # the point of the stand-in: a device refuses implicit conversion
+# the point of the stand-in: a device refuses implicit conversion
+@pytest.mark.backends("strict", "cupy")
 def test_a_device_refuses_implicit_conversion_to_numpy():
     t = Tensor([1.0, 2.0])
-    with pytest.raises((RuntimeError, TypeError), match="(Can't convert array|Implicit conversion)"):
+    with pytest.raises(
+        (RuntimeError, TypeError), match="(Can't convert array|Implicit conversion)"
+    ):
         np.asarray(t.data)
 
 
@@ -115,11 +150,14 @@ def test_dtype_names():
 # --- seeded random numbers -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("draw", [
-    lambda: backend.normal((3, 4), backend.dtype("float32")),
-    lambda: backend.uniform((5,), backend.dtype("float64"), -2.0, 3.0),
-    lambda: backend.permutation(10),
-])
+@pytest.mark.parametrize(
+    "draw",
+    [
+        lambda: backend.normal((3, 4), backend.dtype("float32")),
+        lambda: backend.uniform((5,), backend.dtype("float64"), -2.0, 3.0),
+        lambda: backend.permutation(10),
+    ],
+)
 def test_seed_replays_the_same_numbers(draw):
     backend.seed(7)
     first = minivae.to_numpy(draw())
@@ -157,8 +195,11 @@ def test_draws_have_the_asked_dtype_shape_and_distribution():
         u = backend.uniform((n,), dtype, -2.0, 3.0)
         assert z.dtype == dtype and u.dtype == dtype and z.shape == (n,)
         z, u = minivae.to_numpy(z), minivae.to_numpy(u)
-        # 5 standard errors: a correct generator fails this about once in 10^6 runs (fixed seed: never)
+        # 5 standard errors: a correct generator fails this about once in 10^6 runs (fixed seed:
+        # never)
         assert abs(z.mean()) < 5 / np.sqrt(n) and abs(z.var() - 1) < 5 * np.sqrt(2 / n)
-        assert u.min() >= -2.0 and u.max() <= 3.0 and abs(u.mean() - 0.5) < 5 * (5 / np.sqrt(12 * n))
+        assert (
+            u.min() >= -2.0 and u.max() <= 3.0 and abs(u.mean() - 0.5) < 5 * (5 / np.sqrt(12 * n))
+        )
     p = backend.permutation(10)
     assert isinstance(p, np.ndarray) and sorted(p.tolist()) == list(range(10))

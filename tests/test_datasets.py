@@ -4,6 +4,7 @@ downloads served by a fake urlopen, the MATLAB reader, and the train/validation 
 No test touches the network or the user's real cache: the autouse fixture `offline`
 points the cache at a temporary folder and makes every download fail unless a test serves one.
 """
+
 import dataclasses
 import gzip
 import hashlib
@@ -20,18 +21,27 @@ import pytest
 from conftest import need
 
 from minivae import datasets
-from minivae.datasets import (FASHION_MNIST_CLASSES, DataError, load_fashion_mnist,
-                              load_frey_faces, load_mnist, read_mat5, split_train_val)
+from minivae.datasets import (
+    FASHION_MNIST_CLASSES,
+    DataError,
+    load_fashion_mnist,
+    load_frey_faces,
+    load_mnist,
+    read_mat5,
+    split_train_val,
+)
 
 REAL_DATA = os.environ.get("MINIVAE_DATA")  # read before any test changes it
 REAL_FILES = ["frey_faces.npy", "fashion_mnist.npz", "mnist.npz"] + [
-    f"fashion-mnist/{name}" for name in datasets._IDX_FILES.values()]
+    f"fashion-mnist/{name}" for name in datasets._IDX_FILES.values()
+]
 FREY_FILE_SHA256 = "2177ea074dc1d5ce35294c687dfce79ced65db6d7b745d95a2e1757fcfbe41c0"  # README
 
 pytestmark = pytest.mark.backends("numpy")  # no arrays of the engine here: one run is enough
 
 
 # ---------------------------------------------------------------- fixtures and helpers
+
 
 @pytest.fixture(autouse=True)
 def offline(monkeypatch, tmp_path):
@@ -47,11 +57,14 @@ def offline(monkeypatch, tmp_path):
 def data_dir():
     """The shared real data. Skipped when absent, except on CI (CI=true), where that fails."""
     folder = Path(REAL_DATA).resolve() if REAL_DATA else None
-    missing = REAL_FILES if folder is None else [f for f in REAL_FILES
-                                                 if not (folder / f).is_file()]
+    missing = (
+        REAL_FILES if folder is None else [f for f in REAL_FILES if not (folder / f).is_file()]
+    )
     if missing:
-        reason = (f"real datasets not available (MINIVAE_DATA={REAL_DATA!r}; missing "
-                  f"{', '.join(missing)}); set MINIVAE_DATA to the shared data folder")
+        reason = (
+            f"real datasets not available (MINIVAE_DATA={REAL_DATA!r}; missing "
+            f"{', '.join(missing)}); set MINIVAE_DATA to the shared data folder"
+        )
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(reason)
         pytest.skip(reason)
@@ -93,6 +106,7 @@ def use_data(monkeypatch, folder):
 
 def mat5_bytes(variables, order="<"):
     """A minimal uncompressed MATLAB v5 file, written by hand so both byte orders are tested."""
+
     def element(kind, body):
         return struct.pack(order + "II", kind, len(body)) + body + b"\0" * (-len(body) % 8)
 
@@ -101,11 +115,13 @@ def mat5_bytes(variables, order="<"):
     mi_and_mx = {np.dtype("u1"): (2, 9), np.dtype("f8"): (9, 6)}  # storage type, class
     for name, array in variables.items():
         mi, mx = mi_and_mx[array.dtype]
-        out += element(14, element(6, struct.pack(order + "II", mx, 0))
-                       + element(5, struct.pack(f"{order}{array.ndim}i", *array.shape))
-                       + element(1, name.encode())
-                       + element(mi, array.astype(array.dtype.newbyteorder(order))
-                                 .tobytes(order="F")))
+        out += element(
+            14,
+            element(6, struct.pack(order + "II", mx, 0))
+            + element(5, struct.pack(f"{order}{array.ndim}i", *array.shape))
+            + element(1, name.encode())
+            + element(mi, array.astype(array.dtype.newbyteorder(order)).tobytes(order="F")),
+        )
     return out
 
 
@@ -131,6 +147,7 @@ def frey_mat(faces, **extra):
 
 
 # ---------------------------------------------------------------- the real data
+
 
 def test_frey_real(data_dir, monkeypatch):
     use_data(monkeypatch, data_dir)
@@ -175,8 +192,10 @@ def test_fashion_npz_and_idx_files_are_identical(data_dir, monkeypatch, tmp_path
 def test_fashion_download_of_the_real_files(data_dir, monkeypatch, offline):
     """Checks the published sha256 sums in the module against the real files, too."""
     spec = datasets._FASHION
-    served = {spec.url + name: (data_dir / "fashion-mnist" / name).read_bytes()
-              for name in datasets._IDX_FILES.values()}
+    served = {
+        spec.url + name: (data_dir / "fashion-mnist" / name).read_bytes()
+        for name in datasets._IDX_FILES.values()
+    }
     log = serve(monkeypatch, served)
     (x_train, y_train), _ = load_fashion_mnist()
     assert sorted(log) == sorted(served) and x_train.shape == (60000, 28, 28)
@@ -192,11 +211,15 @@ def test_frey_download_of_the_real_data(data_dir, monkeypatch, offline):
 
 # ---------------------------------------------------------------- where the data is looked for
 
-@pytest.mark.parametrize("env, expected", [
-    ({"MINIVAE_CACHE": "mine"}, "mine"),
-    ({"XDG_CACHE_HOME": "xdg"}, "xdg/minivae"),
-    ({"HOME": "home"}, "home/.cache/minivae"),
-])
+
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({"MINIVAE_CACHE": "mine"}, "mine"),
+        ({"XDG_CACHE_HOME": "xdg"}, "xdg/minivae"),
+        ({"HOME": "home"}, "home/.cache/minivae"),
+    ],
+)
 def test_cache_folder(env, expected, monkeypatch, tmp_path):
     for name in ("MINIVAE_CACHE", "XDG_CACHE_HOME"):
         monkeypatch.delenv(name, raising=False)
@@ -228,11 +251,15 @@ def test_minivae_data_must_be_a_folder(monkeypatch, tmp_path):
         load_frey_faces()
 
 
-@pytest.mark.parametrize("load, wanted, url", [
-    (load_frey_faces, "frey_faces.npy", datasets.FREY_URL),
-    (load_fashion_mnist, "fashion_mnist.npz", datasets._FASHION.url),
-    (load_mnist, "mnist.npz", datasets._MNIST.url),
-], ids=["frey", "fashion", "mnist"])
+@pytest.mark.parametrize(
+    "load, wanted, url",
+    [
+        (load_frey_faces, "frey_faces.npy", datasets.FREY_URL),
+        (load_fashion_mnist, "fashion_mnist.npz", datasets._FASHION.url),
+        (load_mnist, "mnist.npz", datasets._MNIST.url),
+    ],
+    ids=["frey", "fashion", "mnist"],
+)
 def test_missing_data_offline(load, wanted, url, monkeypatch, tmp_path, offline):
     use_data(monkeypatch, tmp_path / "empty")
     with pytest.raises(DataError) as info:
@@ -245,14 +272,19 @@ def test_missing_data_offline(load, wanted, url, monkeypatch, tmp_path, offline)
 
 # ---------------------------------------------------------------- Frey: damaged files, downloads
 
-@pytest.mark.parametrize("damage, problem", [
-    (lambda f: f.write_bytes(f.read_bytes()[:5000]), "cannot read it as a .npy"),
-    (lambda f: f.write_bytes(b"not numpy"), "cannot read it as a .npy"),
-    (lambda f: f.write_bytes(npz_bytes(faces=fake_faces())), "not a .npy file"),
-    (lambda f: np.save(f, fake_faces()[:100]), r"\(1965, 28, 20\), got uint8 \(100, 28, 20\)"),
-    (lambda f: np.save(f, fake_faces().astype(np.float32)), "uint8 array .* got float32"),
-    (lambda f: np.save(f, fake_faces(seed=1)), "checksum"),
-], ids=["truncated", "not-npy", "npz", "wrong-shape", "wrong-dtype", "wrong-pixels"])
+
+@pytest.mark.parametrize(
+    "damage, problem",
+    [
+        (lambda f: f.write_bytes(f.read_bytes()[:5000]), "cannot read it as a .npy"),
+        (lambda f: f.write_bytes(b"not numpy"), "cannot read it as a .npy"),
+        (lambda f: f.write_bytes(npz_bytes(faces=fake_faces())), "not a .npy file"),
+        (lambda f: np.save(f, fake_faces()[:100]), r"\(1965, 28, 20\), got uint8 \(100, 28, 20\)"),
+        (lambda f: np.save(f, fake_faces().astype(np.float32)), "uint8 array .* got float32"),
+        (lambda f: np.save(f, fake_faces(seed=1)), "checksum"),
+    ],
+    ids=["truncated", "not-npy", "npz", "wrong-shape", "wrong-dtype", "wrong-pixels"],
+)
 def test_frey_damaged_file(damage, problem, monkeypatch, tmp_path):
     trust(monkeypatch, fake_faces())
     path = use_data(monkeypatch, tmp_path / "data") / "frey_faces.npy"
@@ -274,13 +306,17 @@ def test_frey_download_and_convert(order, monkeypatch, offline):
     assert np.array_equal(load_frey_faces(), faces) and len(log) == 1  # from the cache now
 
 
-@pytest.mark.parametrize("served, problem", [
-    (frey_mat(fake_faces()), "checksum"),  # not trusted: the real checksum cannot match
-    (frey_mat(fake_faces()[:100]), r"shape \(1965, 28, 20\)"),
-    (frey_mat(fake_faces())[:-1000], "cannot read variable ff .*truncated"),
-    (mat5_bytes({"gg": np.ones((2, 2))}), "cannot read variable ff"),
-    (b"<html>Moved</html>", "cannot read variable ff .*not a MATLAB v5"),
-], ids=["checksum", "wrong-shape", "truncated", "no-ff", "not-mat"])
+@pytest.mark.parametrize(
+    "served, problem",
+    [
+        (frey_mat(fake_faces()), "checksum"),  # not trusted: the real checksum cannot match
+        (frey_mat(fake_faces()[:100]), r"shape \(1965, 28, 20\)"),
+        (frey_mat(fake_faces())[:-1000], "cannot read variable ff .*truncated"),
+        (mat5_bytes({"gg": np.ones((2, 2))}), "cannot read variable ff"),
+        (b"<html>Moved</html>", "cannot read variable ff .*not a MATLAB v5"),
+    ],
+    ids=["checksum", "wrong-shape", "truncated", "no-ff", "not-mat"],
+)
 def test_frey_bad_download_leaves_nothing(served, problem, monkeypatch, offline):
     serve(monkeypatch, {datasets.FREY_URL: served})
     with pytest.raises(DataError, match=problem):
@@ -290,6 +326,7 @@ def test_frey_bad_download_leaves_nothing(served, problem, monkeypatch, offline)
 
 # ---------------------------------------------------------------- Fashion-MNIST: small fakes
 
+
 @pytest.fixture
 def mini(monkeypatch):
     """Shrink the expected shapes so tiny fake datasets stand in for the real one."""
@@ -298,13 +335,18 @@ def mini(monkeypatch):
         n = sizes[name.split("-")[0]]
         monkeypatch.setitem(datasets._SHAPES, key, (n, 28, 28) if key[0] == "x" else (n,))
     rng = np.random.default_rng(0)
-    return {key: rng.integers(0, 256 if key[0] == "x" else 10, shape, dtype=np.uint8)
-            for key, shape in datasets._SHAPES.items()}
+    return {
+        key: rng.integers(0, 256 if key[0] == "x" else 10, shape, dtype=np.uint8)
+        for key, shape in datasets._SHAPES.items()
+    }
 
 
 def idx_bytes(array, type_code=0x08):
-    return bytes([0, 0, type_code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) \
+    return (
+        bytes([0, 0, type_code, array.ndim])
+        + struct.pack(f">{array.ndim}I", *array.shape)
         + array.astype(array.dtype.newbyteorder(">")).tobytes()
+    )
 
 
 def write_idx_files(folder, arrays, **raw):
@@ -324,18 +366,35 @@ def test_mini_fashion_both_layouts(mini, monkeypatch, tmp_path):
         assert x_train.flags.writeable and x_train.dtype == np.uint8  # a copy, native order
 
 
-@pytest.mark.parametrize("key, make, problem", [
-    ("x_train", lambda a: gzip.compress(idx_bytes(a))[:-30], "corrupt or truncated gzip"),
-    ("y_test", lambda a: b"plain text", "corrupt or truncated gzip"),
-    ("x_test", lambda a: gzip.compress(b"\x00\x01" + idx_bytes(a)[2:]), "not an idx file"),
-    ("y_train", lambda a: gzip.compress(idx_bytes(a)[:-3]), "truncated or over-long"),
-    ("x_train", lambda a: gzip.compress(idx_bytes(a) + b"!"), "truncated or over-long"),
-    ("x_train", lambda a: gzip.compress(idx_bytes(a)[:10]), "truncated or over-long"),
-    ("x_test", lambda a: gzip.compress(idx_bytes(a[:3])), r"shape \(10, 28, 28\), got uint8 \(3"),
-    ("y_train", lambda a: gzip.compress(idx_bytes(a.astype(">i4"), 0x0C)), "got int32"),
-    ("y_test", lambda a: gzip.compress(idx_bytes(a + 10)), "labels above 9"),
-], ids=["truncated-gz", "not-gz", "bad-magic", "short-data", "long-data", "short-header",
-        "wrong-shape", "wrong-dtype", "bad-label"])
+@pytest.mark.parametrize(
+    "key, make, problem",
+    [
+        ("x_train", lambda a: gzip.compress(idx_bytes(a))[:-30], "corrupt or truncated gzip"),
+        ("y_test", lambda a: b"plain text", "corrupt or truncated gzip"),
+        ("x_test", lambda a: gzip.compress(b"\x00\x01" + idx_bytes(a)[2:]), "not an idx file"),
+        ("y_train", lambda a: gzip.compress(idx_bytes(a)[:-3]), "truncated or over-long"),
+        ("x_train", lambda a: gzip.compress(idx_bytes(a) + b"!"), "truncated or over-long"),
+        ("x_train", lambda a: gzip.compress(idx_bytes(a)[:10]), "truncated or over-long"),
+        (
+            "x_test",
+            lambda a: gzip.compress(idx_bytes(a[:3])),
+            r"shape \(10, 28, 28\), got uint8 \(3",
+        ),
+        ("y_train", lambda a: gzip.compress(idx_bytes(a.astype(">i4"), 0x0C)), "got int32"),
+        ("y_test", lambda a: gzip.compress(idx_bytes(a + 10)), "labels above 9"),
+    ],
+    ids=[
+        "truncated-gz",
+        "not-gz",
+        "bad-magic",
+        "short-data",
+        "long-data",
+        "short-header",
+        "wrong-shape",
+        "wrong-dtype",
+        "bad-label",
+    ],
+)
 def test_damaged_idx_file(key, make, problem, mini, monkeypatch, tmp_path):
     data = use_data(monkeypatch, tmp_path / "data")
     write_idx_files(data / "fashion-mnist", mini, **{key: make(mini[key])})
@@ -344,11 +403,15 @@ def test_damaged_idx_file(key, make, problem, mini, monkeypatch, tmp_path):
         load_fashion_mnist()
 
 
-@pytest.mark.parametrize("change, problem", [
-    (lambda a: a.pop("y_test"), "y_test"),
-    (lambda a: a.update(x_train=a["x_train"].astype(np.float64)), "got float64"),
-    (lambda a: a.update(y_train=np.array([None] * 20)), "pickle"),
-], ids=["missing-array", "wrong-dtype", "pickled"])
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        (lambda a: a.pop("y_test"), "y_test"),
+        (lambda a: a.update(x_train=a["x_train"].astype(np.float64)), "got float64"),
+        (lambda a: a.update(y_train=np.array([None] * 20)), "pickle"),
+    ],
+    ids=["missing-array", "wrong-dtype", "pickled"],
+)
 def test_damaged_npz(change, problem, mini, monkeypatch, tmp_path):
     path = use_data(monkeypatch, tmp_path / "data") / "fashion_mnist.npz"
     change(mini)
@@ -371,8 +434,10 @@ def test_mini_fashion_download(mini, monkeypatch, offline):
     serve(monkeypatch, served)
     with pytest.raises(DataError, match="t10k-images-idx3-ubyte.gz: the downloaded .* sha256"):
         load_fashion_mnist()
-    assert files_in(offline) == ["fashion-mnist/train-images-idx3-ubyte.gz",
-                                 "fashion-mnist/train-labels-idx1-ubyte.gz"]
+    assert files_in(offline) == [
+        "fashion-mnist/train-images-idx3-ubyte.gz",
+        "fashion-mnist/train-labels-idx1-ubyte.gz",
+    ]
     log = serve(monkeypatch, {spec.url + name: data for name, data in files.items()})
     (x_train, _), (_, y_test) = load_fashion_mnist()
     assert len(log) == 2  # only the missing files were fetched
@@ -381,12 +446,17 @@ def test_mini_fashion_download(mini, monkeypatch, offline):
 
 # ---------------------------------------------------------------- the MATLAB reader
 
+
 @pytest.mark.parametrize("compress", [False, True])
 def test_read_mat5_matches_scipy(compress):
     scipy_io = _scipy_io()
-    variables = {"ff": fake_faces()[:50].reshape(50, -1).T, "x": np.linspace(0, 1, 6),
-                 "cube": np.arange(24, dtype=np.int16).reshape(2, 3, 4), "text": "skipped",
-                 "nested": {"a": 1.0}}
+    variables = {
+        "ff": fake_faces()[:50].reshape(50, -1).T,
+        "x": np.linspace(0, 1, 6),
+        "cube": np.arange(24, dtype=np.int16).reshape(2, 3, 4),
+        "text": "skipped",
+        "nested": {"a": 1.0},
+    }
     buffer = io.BytesIO()
     scipy_io.savemat(buffer, variables, do_compression=compress)
     arrays = read_mat5(buffer.getvalue())
@@ -411,6 +481,7 @@ def test_read_mat5_byte_orders(order):
 
 
 # ---------------------------------------------------------------- split_train_val
+
 
 def test_split_train_val():
     x = np.arange(1965 * 2).reshape(1965, 2)

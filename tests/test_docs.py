@@ -15,6 +15,7 @@
 * docs/README.md's line counts are within 10% of the files', and it lists every file.
 * The figures are made by docs/figures.py, and the PNGs under docs/ are small.
 """
+
 import ast
 import doctest
 import importlib
@@ -28,7 +29,8 @@ import pytest
 
 import minivae
 
-pytestmark = pytest.mark.backends("numpy")  # the docs check text and run snippets: one backend is enough
+# the docs check text and run snippets: one backend is enough
+pytestmark = pytest.mark.backends("numpy")
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -36,11 +38,14 @@ PAGES = sorted(DOCS.glob("*.md")) + [ROOT / "README.md"]  # the README links int
 MAX_PNG_BYTES = 200_000
 LINE_COUNT_SLACK = 0.10
 
-FENCE = re.compile(r"^[ \t]*```([^\n]*)\n(.*?)^[ \t]*```\s*$", re.S | re.M)  # (indented in a list too)
+# (indented in a list too)
+FENCE = re.compile(r"^[ \t]*```([^\n]*)\n(.*?)^[ \t]*```\s*$", re.S | re.M)
 LINK = re.compile(r"\[([^\]\n]+)\]\(([^)\s]+)\)")
 LINES = re.compile(r"^L(\d+)(?:-L(\d+))?$")
 DOTTED = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*$")
-PATH_LINE = re.compile(r"(?<![\w/])((?:minivae|examples|benchmarks|tests|docs)/[\w/]+\.py):(\d+)(?:-(\d+))?")
+PATH_LINE = re.compile(
+    r"(?<![\w/])((?:minivae|examples|benchmarks|tests|docs)/[\w/]+\.py):(\d+)(?:-(\d+))?"
+)
 REPO_PATH = re.compile(r"^(?:minivae|examples|benchmarks|tests|docs)/[\w/.-]+\.\w+$")
 
 
@@ -105,19 +110,32 @@ def test_link_resolves(page, text, target):
         return
     m = LINES.match(anchor)
     if file.suffix == ".md":
-        assert m is None, f"{page.name}: [{text}]({target}): link to a heading, not to lines, of a page"
-        assert anchor in headings(file), f"{page.name}: [{text}]({target}): {file.name} has no heading #{anchor}"
+        assert m is None, (
+            f"{page.name}: [{text}]({target}): link to a heading, not to lines, of a page"
+        )
+        assert anchor in headings(file), (
+            f"{page.name}: [{text}]({target}): {file.name} has no heading #{anchor}"
+        )
         return
-    assert m, f"{page.name}: [{text}]({target}): an anchor into {file.name} must be #L<n> or #L<n>-L<m>"
+    assert m, (
+        f"{page.name}: [{text}]({target}): an anchor into {file.name} must be #L<n> or #L<n>-L<m>"
+    )
     lines = file.read_text().splitlines()
     start, end = int(m.group(1)), int(m.group(2) or m.group(1))
     where = f"{page.name}: [{text}]({target})"
-    assert 1 <= start <= end <= len(lines), f"{where}: lines {start}-{end} outside {file.name} ({len(lines)} lines)"
+    assert 1 <= start <= end <= len(lines), (
+        f"{where}: lines {start}-{end} outside {file.name} ({len(lines)} lines)"
+    )
     assert text.startswith("`") and text.endswith("`"), (
-        f"{where}: a line range needs a checkable link text: `name` (a definition) or `code` (text in those lines)"
+        f"{where}: a line range needs a checkable link text: `name` (a definition) or `code` "
+        "(text in those lines)"
     )
     code = text.strip("`")
-    if file.suffix == ".py" and DOTTED.match(code) and (node := definition(ast.parse(file.read_text()), code)):
+    if (
+        file.suffix == ".py"
+        and DOTTED.match(code)
+        and (node := definition(ast.parse(file.read_text()), code))
+    ):
         first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
         assert start == first and end <= node.end_lineno, (
             f"{where}: {code} is defined at lines {first}-{node.end_lineno} of {file.name}; "
@@ -125,7 +143,9 @@ def test_link_resolves(page, text, target):
         )
     else:
         shown = squash("\n".join(lines[start - 1 : end]))
-        assert squash(code) in shown, f"{where}: `{code}` is not in lines {start}-{end} of {file.name}: {shown[:300]!r}"
+        assert squash(code) in shown, (
+            f"{where}: `{code}` is not in lines {start}-{end} of {file.name}: {shown[:300]!r}"
+        )
 
 
 def headings(page: Path) -> set:
@@ -142,13 +162,19 @@ def headings(page: Path) -> set:
 def test_inline_references_resolve(page):
     text = prose(page)
     for m in PATH_LINE.finditer(text):  # path.py:123 or path.py:10-20
-        lines = len((ROOT / m.group(1)).read_text().splitlines()) if (ROOT / m.group(1)).exists() else 0
+        lines = (
+            len((ROOT / m.group(1)).read_text().splitlines()) if (ROOT / m.group(1)).exists() else 0
+        )
         assert lines, f"{page.name}: {m.group(0)}: no such file"
-        assert int(m.group(2)) <= int(m.group(3) or m.group(2)) <= lines, f"{page.name}: {m.group(0)} is past the end ({lines} lines)"
+        assert int(m.group(2)) <= int(m.group(3) or m.group(2)) <= lines, (
+            f"{page.name}: {m.group(0)} is past the end ({lines} lines)"
+        )
     for span in re.findall(r"`([^`\n]+)`", text):
         span = span.removesuffix("()")
         if span.startswith("minivae.") and DOTTED.match(span):
-            assert resolve(span) is not None, f"{page.name}: `{span}` does not name anything in minivae"
+            assert resolve(span) is not None, (
+                f"{page.name}: `{span}` does not name anything in minivae"
+            )
         elif REPO_PATH.match(span):
             assert (ROOT / span).exists(), f"{page.name}: `{span}` does not exist in the repository"
 
@@ -172,7 +198,11 @@ def resolve(dotted: str):
 
 @pytest.mark.parametrize(
     "page, line, code",
-    [pytest.param(p, n, c, id=f"{p.name}:{n}") for p, n, info, c in code_blocks("python") if info == "python"],
+    [
+        pytest.param(p, n, c, id=f"{p.name}:{n}")
+        for p, n, info, c in code_blocks("python")
+        if info == "python"
+    ],
 )
 def test_python_block_runs(page, line, code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a block that writes files writes them here
@@ -190,12 +220,15 @@ def test_python_block_runs(page, line, code, tmp_path, monkeypatch):
 
 def test_python_blocks_that_do_not_run_are_few():
     skipped = [(p.name, n) for p, n, info, _ in code_blocks("python") if info != "python"]
-    assert all(info == "python no-run" for _, _, info, _ in code_blocks("python") if info != "python")
+    assert all(
+        info == "python no-run" for _, _, info, _ in code_blocks("python") if info != "python"
+    )
     assert len(skipped) <= 3, f"too many ```python no-run blocks: {skipped}"
 
 
 def commands():
-    """(page, script, argv) for every `python script.py ...` in a ```bash block or an inline code span."""
+    """(page, script, argv) for every `python script.py ...` in a ```bash block or an inline code
+    span."""
     for page, line, _, code in code_blocks("bash"):
         for command in code.replace("\\\n", " ").splitlines():
             yield from _python_calls(page, line, command)
@@ -220,7 +253,9 @@ def test_commands_name_real_scripts_and_flags(page, script, argv):
     assert path.exists(), f"{page.name}: python {script}: no such script"
     source = path.read_text()
     for flag in (a.split("=")[0] for a in argv if a.startswith("--")):
-        assert f'"{flag}"' in source, f"{page.name}: python {script} {' '.join(argv)}: {script} has no flag {flag}"
+        assert f'"{flag}"' in source, (
+            f"{page.name}: python {script} {' '.join(argv)}: {script} has no flag {flag}"
+        )
     if "def parse_args(" in source:  # the examples: their own parser must accept the whole command
         spec = importlib.util.spec_from_file_location(f"docs_{path.stem}", path)
         module = importlib.util.module_from_spec(spec)
@@ -232,9 +267,13 @@ def test_commands_name_real_scripts_and_flags(page, script, argv):
 
 
 def line_counts():
-    """(file, count) for every row of docs/README.md's tables that links a file and gives its lines."""
+    """(file, count) for every row of docs/README.md's tables that links a file and gives its
+    lines."""
     row = re.compile(r"^\|.*?\[`([^`]+)`\]\(\.\./([^)#]+)\).*?\|\s*(\d[\d,]*)\s*\|", re.M)
-    return [(m.group(2), int(m.group(3).replace(",", ""))) for m in row.finditer((DOCS / "README.md").read_text())]
+    return [
+        (m.group(2), int(m.group(3).replace(",", "")))
+        for m in row.finditer((DOCS / "README.md").read_text())
+    ]
 
 
 def test_reading_order_line_counts_are_current():
@@ -249,7 +288,10 @@ def test_reading_order_line_counts_are_current():
 
 def test_reading_order_totals_are_current():
     """The first paragraph's "about N lines of library and M of examples"."""
-    m = re.search(r"about\s+([\d,]+)\s+lines\s+of\s+library\s+and\s+([\d,]+)\s+of\s+examples", (DOCS / "README.md").read_text())
+    m = re.search(
+        r"about\s+([\d,]+)\s+lines\s+of\s+library\s+and\s+([\d,]+)\s+of\s+examples",
+        (DOCS / "README.md").read_text(),
+    )
     assert m, "docs/README.md no longer states the library's and the examples' sizes"
     for stated, folder in zip(m.groups(), ("minivae", "examples")):
         actual = sum(len(p.read_text().splitlines()) for p in (ROOT / folder).rglob("*.py"))
@@ -260,7 +302,9 @@ def test_reading_order_totals_are_current():
 
 def test_reading_order_lists_every_file():
     listed = {path for path, _ in line_counts()}
-    files = {str(p.relative_to(ROOT)) for d in ("minivae", "examples") for p in (ROOT / d).rglob("*.py")}
+    files = {
+        str(p.relative_to(ROOT)) for d in ("minivae", "examples") for p in (ROOT / d).rglob("*.py")
+    }
     missing = sorted(files - listed)
     assert not missing, f"docs/README.md's reading order lacks {missing}"
 
@@ -275,4 +319,6 @@ def test_figures_are_made_by_the_script_and_small(tmp_path):
         assert (tmp_path / name).stat().st_size > 0
         assert (DOCS / name).exists(), f"docs/{name} is not committed: run python docs/figures.py"
     for png in DOCS.glob("*.png"):
-        assert png.stat().st_size < MAX_PNG_BYTES, f"docs/{png.name} is {png.stat().st_size} bytes (limit {MAX_PNG_BYTES})"
+        assert png.stat().st_size < MAX_PNG_BYTES, (
+            f"docs/{png.name} is {png.stat().st_size} bytes (limit {MAX_PNG_BYTES})"
+        )

@@ -11,6 +11,7 @@ Closed forms, z ~ N(mu, sigma^2):
   E[(z-c)^4] = m^4 + 6 m^2 sigma^2 + 3 sigma^4, m = mu - c:
                                               d/dmu = 4 m^3 + 12 m sigma^2, d/dsigma = 12 m^2 sigma + 12 sigma^3
 """
+
 import math
 
 import numpy as np
@@ -28,8 +29,10 @@ MU, SIGMA, C = 0.7, 1.3, 0.2
 
 OBJECTIVES = {
     "z^2": (lambda z: z**2, (2 * MU, 2 * SIGMA)),
-    "(z-c)^4": (lambda z: (z - C) ** 4,
-                (4 * (MU - C) ** 3 + 12 * (MU - C) * SIGMA**2, 12 * (MU - C) ** 2 * SIGMA + 12 * SIGMA**3)),
+    "(z-c)^4": (
+        lambda z: (z - C) ** 4,
+        (4 * (MU - C) ** 3 + 12 * (MU - C) * SIGMA**2, 12 * (MU - C) ** 2 * SIGMA + 12 * SIGMA**3),
+    ),
 }
 ESTIMATORS = {
     "pathwise": lambda *a: pathwise_grad(*a),
@@ -62,7 +65,9 @@ def test_both_estimators_average_to_the_closed_form_gradient(objective):
     for name in ESTIMATORS:
         for param, est, truth in zip(("mu", "sigma"), replicated_estimates(name, f), exact):
             m, se = mean_se(est)
-            assert abs(m - truth) < SE * se, f"{name} d/d{param} E[{objective}]: {m:.4f} +- {se:.4f}, exact {truth:.4f}"
+            assert abs(m - truth) < SE * se, (
+                f"{name} d/d{param} E[{objective}]: {m:.4f} +- {se:.4f}, exact {truth:.4f}"
+            )
             means[name, param] = (m, se)
     for param in ("mu", "sigma"):  # and they agree with each other
         (a, sa), (b, sb) = means["pathwise", param], means["score", param]
@@ -73,8 +78,10 @@ def test_pathwise_has_lower_variance_on_the_closed_forms():
     for objective, (f, _) in OBJECTIVES.items():
         pw = [np.var(g) for g in replicated_estimates("pathwise", f)]
         sf = [np.var(g) for g in replicated_estimates("score", f)]
-        print(f"E[{objective}], L=10: variance d/dmu, d/dsigma: pathwise {pw[0]:.4g}, {pw[1]:.4g}; "
-              f"score function {sf[0]:.4g}, {sf[1]:.4g}")
+        print(
+            f"E[{objective}], L=10: variance d/dmu, d/dsigma: pathwise {pw[0]:.4g}, {pw[1]:.4g}; "
+            f"score function {sf[0]:.4g}, {sf[1]:.4g}"
+        )
         assert pw[0] < sf[0] and pw[1] < sf[1]
 
 
@@ -82,7 +89,8 @@ def test_pathwise_has_lower_variance_on_the_closed_forms():
 
 
 def tiny_vae_problem():
-    """The lecture's VAE in miniature (Gaussian likelihood, diagonal posterior), D=6, l=2, hidden 5."""
+    """The lecture's VAE in miniature (Gaussian likelihood, diagonal posterior), D=6, l=2, hidden
+    5."""
     vae = VAE(Sequential([Dense(5, "tanh"), Dense(4)]), Sequential([Dense(5, "tanh"), Dense(12)]))
     x = T(np.random.default_rng(0).uniform(size=(8, 6)))
     vae.elbo(x)  # build the weights
@@ -117,8 +125,11 @@ def test_vae_elbo_gradients_agree_and_pathwise_has_lower_variance():
     sf = elbo_gradient_estimates(vae, x, score_function_grad, repeats=400)
     (m_pw, se_pw), (m_sf, se_sf) = mean_se(pw), mean_se(sf)
     z = np.abs(m_pw - m_sf) / np.hypot(se_pw, se_sf)
-    print(f"tiny VAE, {pw.shape[1]} encoder weights, L=1: total variance pathwise {pw.var(0).sum():.4g}, "
-          f"score function {sf.var(0).sum():.4g}; largest |difference of means| {z.max():.2f} SE")
+    print(
+        f"tiny VAE, {pw.shape[1]} encoder weights, L=1: total variance pathwise "
+        f"{pw.var(0).sum():.4g}, "
+        f"score function {sf.var(0).sum():.4g}; largest |difference of means| {z.max():.2f} SE"
+    )
     assert np.all(z < SE)
     assert pw.var(0).sum() < sf.var(0).sum()
 
@@ -126,9 +137,13 @@ def test_vae_elbo_gradients_agree_and_pathwise_has_lower_variance():
 def test_a_baseline_lowers_the_score_function_variance():
     vae, x = tiny_vae_problem()
     plain = elbo_gradient_estimates(vae, x, score_function_grad, repeats=200, samples=2)
-    loo = elbo_gradient_estimates(vae, x, score_function_grad, repeats=200, samples=2, baseline="mean")
-    print(f"score function, L=2: total variance {plain.var(0).sum():.4g} without a baseline, "
-          f"{loo.var(0).sum():.4g} with the leave-one-out mean")
+    loo = elbo_gradient_estimates(
+        vae, x, score_function_grad, repeats=200, samples=2, baseline="mean"
+    )
+    print(
+        f"score function, L=2: total variance {plain.var(0).sum():.4g} without a baseline, "
+        f"{loo.var(0).sum():.4g} with the leave-one-out mean"
+    )
     (m_a, se_a), (m_b, se_b) = mean_se(plain), mean_se(loo)
     assert np.all(np.abs(m_a - m_b) < SE * np.hypot(se_a, se_b))  # still the same gradient
     assert loo.var(0).sum() < plain.var(0).sum()
@@ -142,7 +157,9 @@ def test_score_function_handles_a_bernoulli_where_pathwise_cannot():
     a0, replicas = 0.4, 4000
     a = T(np.full(replicas, a0), grad=True)
     f = lambda z: 3 * z - 1  # f(1) - f(0) = 3
-    (g,) = score_function_grad(f, lambda: Bernoulli(a, event_ndim=0), [a], samples=5, baseline="mean")
+    (g,) = score_function_grad(
+        f, lambda: Bernoulli(a, event_ndim=0), [a], samples=5, baseline="mean"
+    )
     p = 1 / (1 + math.exp(-a0))
     m, se = mean_se(minivae.to_numpy(g))
     assert abs(m - p * (1 - p) * 3) < SE * se
@@ -162,8 +179,11 @@ def test_grad_of_the_parameters_is_left_as_it_was():
 def test_bad_input_errors():
     mu = T([0.0, 0.0], grad=True)
     q_fn = lambda: Normal(mu, 1.0)  # event_ndim=1: one value of f per draw of the pair
-    with pytest.raises(ValueError, match=r"f\(z\) must return a Tensor of one value per draw, shape \(3,\) "
-                                         r"for z of shape \(3, 2\); got \(3, 2\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"f\(z\) must return a Tensor of one value per draw, shape \(3,\) "
+        r"for z of shape \(3, 2\); got \(3, 2\)",
+    ):
         pathwise_grad(lambda z: z * z, q_fn, [mu], 3)
     with pytest.raises(ValueError, match=r"got float"):
         score_function_grad(lambda z: 1.0, q_fn, [mu], 3)
@@ -192,7 +212,9 @@ def load_example():
 
 def test_example_writes_its_figure_and_numbers(tmp_path, capsys):
     summary = load_example().main(["--out", str(tmp_path), "--seed", "1"])
-    assert (tmp_path / "estimators.png").stat().st_size > 0 and (tmp_path / "variances.json").exists()
+    assert (tmp_path / "estimators.png").stat().st_size > 0 and (
+        tmp_path / "variances.json"
+    ).exists()
     var, exact = summary["variance"], summary["exact_variance_at_L1"]
     assert exact["pathwise"] == pytest.approx(4 * summary["sigma"] ** 2)  # Var(2z) = 4 sigma^2
     for L in ("1", "10", "1000"):

@@ -3,6 +3,7 @@ corruption, a short training run, and the command line.
 
 The example is a script, not part of the package, so it is loaded from its path.
 """
+
 import importlib.util
 import json
 import os
@@ -31,8 +32,13 @@ def images(n, seed=0):
 
 
 def run_script(*args, env=None):
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
-                          env={**os.environ, "MPLBACKEND": "Agg", **(env or {})}, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MPLBACKEND": "Agg", **(env or {})},
+        timeout=300,
+    )
 
 
 # ---------------------------------------------------------------- the models
@@ -40,7 +46,10 @@ def run_script(*args, env=None):
 
 @pytest.mark.parametrize("variant", ["lecture", "strided"])
 def test_autoencoder_shapes(variant):
-    encoder, decoder = fa.make_encoder(variant, latent_dim=3), fa.make_decoder(variant, latent_dim=3)
+    encoder, decoder = (
+        fa.make_encoder(variant, latent_dim=3),
+        fa.make_decoder(variant, latent_dim=3),
+    )
     x = minivae.Tensor(backend.asarray(images(2) / np.float32(255)))
     code = encoder(x)
     assert code.shape == (2, 3)
@@ -69,21 +78,28 @@ def test_strided_encoder_downsamples_with_strides_not_pooling():
 def test_binary_crossentropy_matches_torch(torch):
     rng = np.random.default_rng(1)
     target, probs = rng.uniform(0, 1, (4, 28, 28, 1)), rng.uniform(0.01, 0.99, (4, 28, 28, 1))
-    ours = fa.binary_crossentropy(minivae.Tensor(target, dtype="float64"), minivae.Tensor(probs, dtype="float64"))
-    theirs = torch.nn.functional.binary_cross_entropy(torch.from_numpy(probs), torch.from_numpy(target))
+    ours = fa.binary_crossentropy(
+        minivae.Tensor(target, dtype="float64"), minivae.Tensor(probs, dtype="float64")
+    )
+    theirs = torch.nn.functional.binary_cross_entropy(
+        torch.from_numpy(probs), torch.from_numpy(target)
+    )
     np.testing.assert_allclose(float(ours.numpy()), theirs.item(), rtol=1e-12)
 
 
 def test_binary_crossentropy_gradient():
     rng = np.random.default_rng(2)
     target = minivae.Tensor(rng.uniform(0, 1, (3, 5)), dtype="float64")
-    minivae.gradcheck(lambda p: fa.binary_crossentropy(target, p), [rng.uniform(0.05, 0.95, (3, 5))])
+    minivae.gradcheck(
+        lambda p: fa.binary_crossentropy(target, p), [rng.uniform(0.05, 0.95, (3, 5))]
+    )
 
 
 def test_binary_crossentropy_clips_saturated_probabilities():
     # p = 0 for a white pixel and p = 1 for a black one: log(0) without the clip
-    loss = fa.binary_crossentropy(minivae.Tensor([[1.0, 0.0]], dtype="float64"),
-                                  minivae.Tensor([[0.0, 1.0]], dtype="float64"))
+    loss = fa.binary_crossentropy(
+        minivae.Tensor([[1.0, 0.0]], dtype="float64"), minivae.Tensor([[0.0, 1.0]], dtype="float64")
+    )
     np.testing.assert_allclose(float(loss.numpy()), -np.log(fa.EPSILON), rtol=1e-6)
 
 
@@ -132,7 +148,15 @@ def test_denoising_corruption_is_fresh_every_epoch_and_targets_stay_clean():
         targets.append(batch.numpy().copy())  # after the loss: corrupt() must not have changed it
         return parts
 
-    fit(autoencoder, recording_loss_fn, Adam(autoencoder.parameters()), x, epochs=3, batch_size=1, verbose=False)
+    fit(
+        autoencoder,
+        recording_loss_fn,
+        Adam(autoencoder.parameters()),
+        x,
+        epochs=3,
+        batch_size=1,
+        verbose=False,
+    )
     clean = x / np.float32(255)
     assert len(targets) == len(recorder.seen) == 3
     for target, noisy in zip(targets, recorder.seen):
@@ -155,16 +179,34 @@ def test_other_variants_feed_the_clean_image():
 
 @pytest.mark.parametrize("variant", ["lecture", "denoising"])
 def test_short_run_lowers_the_loss_and_writes_its_files(variant, data_dir, tmp_path, backend):
-    metrics = fa.main(["--variant", variant, "--limit", "128", "--epochs", "2", "--batch-size", "32",
-                       "--backend", backend.name, "--out", str(tmp_path), "--quiet"])
+    metrics = fa.main(
+        [
+            "--variant",
+            variant,
+            "--limit",
+            "128",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "32",
+            "--backend",
+            backend.name,
+            "--out",
+            str(tmp_path),
+            "--quiet",
+        ]
+    )
     assert metrics["train_loss"][1] < metrics["train_loss"][0]
     assert metrics["test_loss"][1] < metrics["test_loss"][0]
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written["train_loss"] == metrics["train_loss"] and len(written["test_loss"]) == 2
     assert written["backend"] == backend.name and written["flags"]["variant"] == variant
     assert written["sec_per_epoch"] > 0
-    pictures = {"encodings.png", "reconstructions.png"} | ({"denoising.png"} if variant == "denoising" else set())
-    assert {p.name for p in tmp_path.iterdir()} == pictures | {"metrics.json"}  # no temporary files left
+    pictures = {"encodings.png", "reconstructions.png"} | (
+        {"denoising.png"} if variant == "denoising" else set()
+    )
+    # no temporary files left
+    assert {p.name for p in tmp_path.iterdir()} == pictures | {"metrics.json"}
     for name in pictures:
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -182,12 +224,15 @@ def test_script_prints_both_summaries_and_the_epochs(data_dir, tmp_path):
 
 
 @pytest.mark.backends("numpy")  # subprocesses
-@pytest.mark.parametrize("args, message", [
-    (["--epochs", "0"], "--epochs must be positive"),
-    (["--variant", "bogus"], "invalid choice"),
-    (["--latent-dim", "1"], "--latent-dim must be at least 2"),
-    (["--mask-fraction", "1.5"], "--mask-fraction"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--epochs", "0"], "--epochs must be positive"),
+        (["--variant", "bogus"], "invalid choice"),
+        (["--latent-dim", "1"], "--latent-dim must be at least 2"),
+        (["--mask-fraction", "1.5"], "--mask-fraction"),
+    ],
+)
 def test_bad_flags_give_one_line_and_no_traceback(args, message):
     result = run_script(*args)
     assert result.returncode != 0

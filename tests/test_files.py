@@ -1,4 +1,5 @@
 """atomic_write: the file appears whole or not at all."""
+
 import os
 
 import pytest

@@ -1,4 +1,5 @@
 """examples/frey.py end to end (short runs on a few faces), and the figures of minivae.plots."""
+
 import csv
 import importlib.util
 import json
@@ -19,8 +20,15 @@ from minivae.tensor import no_grad
 from minivae.vae import VAE
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "frey.py"
-QUICK = ["--limit", "200", "--log-px-samples", "10", "--quiet"]  # 180 faces to train, 20 to validate
-FIGURES = ["learning_curves.png", "samples.png", "reconstructions.png", "manifold.png", "latent.png"]
+# 180 faces to train, 20 to validate
+QUICK = ["--limit", "200", "--log-px-samples", "10", "--quiet"]
+FIGURES = [
+    "learning_curves.png",
+    "samples.png",
+    "reconstructions.png",
+    "manifold.png",
+    "latent.png",
+]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 # The subprocess tests run the script, which picks its own backend (--backend), so running
@@ -30,8 +38,9 @@ script = pytest.mark.backends("numpy")
 
 def run_frey(*args, data_dir, **env):
     env = {**os.environ, "MINIVAE_DATA": data_dir, "MPLBACKEND": "Agg", **env}
-    return subprocess.run([sys.executable, str(EXAMPLE), *args], capture_output=True, text=True, env=env,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, str(EXAMPLE), *args], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def read_history(folder):
@@ -54,9 +63,12 @@ def test_short_run_writes_every_output_and_the_loss_falls(data_dir, tmp_path):
     assert metrics["best_val_elbo"] == -min(history["val_loss"])
     for key in ("final_val_loss", "final_val_kl", "final_val_nll", "val_log_px", "sec_per_epoch"):
         assert math.isfinite(metrics[key]), key
-    assert metrics["final_val_loss"] == pytest.approx(metrics["final_val_kl"] + metrics["final_val_nll"], abs=1e-3)
+    assert metrics["final_val_loss"] == pytest.approx(
+        metrics["final_val_kl"] + metrics["final_val_nll"], abs=1e-3
+    )
     assert metrics["backend"] == "numpy" and metrics["flags"]["epochs"] == 4
-    assert metrics["flags"]["latent_dim"] == 2 and metrics["flags"]["lr"] == 1e-3  # the lecture's recipe
+    # the lecture's recipe
+    assert metrics["flags"]["latent_dim"] == 2 and metrics["flags"]["lr"] == 1e-3
     for name in FIGURES:
         assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC, name
     assert (tmp_path / "checkpoint.npz").is_file()
@@ -67,28 +79,35 @@ def test_short_run_writes_every_output_and_the_loss_falls(data_dir, tmp_path):
 def test_resumed_run_equals_uninterrupted_run(data_dir, tmp_path):
     flags = [*QUICK, "--patience", "10", "--seed", "3"]
     whole, part = tmp_path / "whole", tmp_path / "part"
-    for args in (["--epochs", "4", "--out", str(whole)],
-                 ["--epochs", "2", "--out", str(part)],
-                 ["--epochs", "4", "--out", str(part), "--resume"]):
+    for args in (
+        ["--epochs", "4", "--out", str(whole)],
+        ["--epochs", "2", "--out", str(part)],
+        ["--epochs", "4", "--out", str(part), "--resume"],
+    ):
         done = run_frey(*flags, *args, data_dir=data_dir)
         assert done.returncode == 0, done.stderr
     assert read_history(part) == read_history(whole)  # every metric of every epoch, bit for bit
     a, b = (json.loads((p / "metrics.json").read_text()) for p in (whole, part))
     assert a["best_val_elbo"] == b["best_val_elbo"] and a["final_val_loss"] == b["final_val_loss"]
-    changed = run_frey(*flags, "--epochs", "5", "--lr", "0.01", "--out", str(part), "--resume", data_dir=data_dir)
+    changed = run_frey(
+        *flags, "--epochs", "5", "--lr", "0.01", "--out", str(part), "--resume", data_dir=data_dir
+    )
     assert changed.returncode != 0 and changed.stderr.count("\n") == 1
     assert "--resume: the run in" in changed.stderr and "has lr = 0.001, not 0.01" in changed.stderr
 
 
 @script
-@pytest.mark.parametrize("args, expected", [
-    (["--epochs", "x"], "argument --epochs: invalid int value: 'x'"),
-    (["--epochs", "0"], "--epochs must be at least 1"),
-    (["--posterior", "banana"], "argument --posterior: invalid choice: 'banana'"),
-    (["--lr", "-1"], "--lr must be positive"),
-    (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
-    (["--resume"], "--resume: no checkpoint at"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--epochs", "x"], "argument --epochs: invalid int value: 'x'"),
+        (["--epochs", "0"], "--epochs must be at least 1"),
+        (["--posterior", "banana"], "argument --posterior: invalid choice: 'banana'"),
+        (["--lr", "-1"], "--lr must be positive"),
+        (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+        (["--resume"], "--resume: no checkpoint at"),
+    ],
+)
 def test_bad_flags_give_one_line_errors(data_dir, tmp_path, args, expected):
     done = run_frey(*args, "--out", str(tmp_path), data_dir=data_dir)
     assert done.returncode != 0
@@ -107,8 +126,20 @@ def test_missing_data_gives_one_line_error(tmp_path):
 @script
 def test_runs_on_the_strict_backend(data_dir, tmp_path):
     # strict refuses implicit host round-trips and device mixing, as CuPy does
-    done = run_frey("--limit", "60", "--epochs", "1", "--log-px-samples", "4", "--quiet", "--backend", "strict",
-                    "--out", str(tmp_path), data_dir=data_dir)
+    done = run_frey(
+        "--limit",
+        "60",
+        "--epochs",
+        "1",
+        "--log-px-samples",
+        "4",
+        "--quiet",
+        "--backend",
+        "strict",
+        "--out",
+        str(tmp_path),
+        data_dir=data_dir,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "metrics.json").read_text())["backend"] == "strict"
 
@@ -117,9 +148,26 @@ def test_runs_on_the_strict_backend(data_dir, tmp_path):
 def test_help_explains_every_flag(data_dir):
     done = run_frey("--help", data_dir=data_dir)
     assert done.returncode == 0
-    for flag in ("--epochs", "--latent-dim", "--hidden", "--batch-size", "--lr", "--estimator", "--samples",
-                 "--posterior", "--patience", "--seed", "--backend", "--out", "--resume", "--quiet",
-                 "--activation", "--log-px-samples", "--preset", "--limit"):
+    for flag in (
+        "--epochs",
+        "--latent-dim",
+        "--hidden",
+        "--batch-size",
+        "--lr",
+        "--estimator",
+        "--samples",
+        "--posterior",
+        "--patience",
+        "--seed",
+        "--backend",
+        "--out",
+        "--resume",
+        "--quiet",
+        "--activation",
+        "--log-px-samples",
+        "--preset",
+        "--limit",
+    ):
         assert flag in done.stdout, flag
 
 
@@ -129,8 +177,13 @@ def test_preset_sets_li_turner_and_explicit_flags_win():
     frey = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(frey)
     args = frey.parse_args(["--preset", "li-turner", "--lr", "1e-3"])
-    assert (args.hidden, args.activation, args.latent_dim, args.batch_size, args.log_px_samples) == (
-        200, "softplus", 20, 100, 5000)
+    assert (
+        args.hidden,
+        args.activation,
+        args.latent_dim,
+        args.batch_size,
+        args.log_px_samples,
+    ) == (200, "softplus", 20, 100, 5000)
     assert args.lr == 1e-3  # given explicitly: beats the preset's 5e-4
     assert frey.parse_args(["--preset", "li-turner"]).lr == 5e-4
     assert frey.parse_args([]).activation == "relu"
@@ -151,8 +204,16 @@ def test_vae_training_on_frey_stays_finite_above_the_log_std_floor(data_dir):
     vae = VAE(encoder, decoder)
     encoder.build((28, 20))
     decoder.build((2,))
-    history = train.fit(vae, lambda x: vae.elbo(x), Adam(vae.parameters(), lr=2e-2), faces[:16], faces[16:],
-                        epochs=40, batch_size=16, verbose=False)
+    history = train.fit(
+        vae,
+        lambda x: vae.elbo(x),
+        Adam(vae.parameters(), lr=2e-2),
+        faces[:16],
+        faces[16:],
+        epochs=40,
+        batch_size=16,
+        verbose=False,
+    )
     assert history.stopped is None and len(history) == 40
     assert all(np.isfinite(v).all() for v in history.metrics.values())
     assert history.metrics["loss"][-1] < history.metrics["loss"][0] - 500
@@ -173,7 +234,8 @@ def test_normal_quantile_grid_follows_the_inverse_cdf():
     phi = [0.5 * (1 + math.erf(v / math.sqrt(2))) for v in q]
     np.testing.assert_allclose(phi, np.arange(1, n + 1) / (n + 1), atol=1e-12)
     np.testing.assert_array_equal(grid[::n, 1], q[::-1])  # z2 falls down the rows
-    assert grid[n * n // 2].tolist() == [0.0, 0.0]  # the middle of an odd grid is the prior's median
+    # the middle of an odd grid is the prior's median
+    assert grid[n * n // 2].tolist() == [0.0, 0.0]
 
 
 @pytest.mark.backends("numpy")
@@ -191,11 +253,15 @@ def test_tile_places_images_row_by_row():
 def test_every_figure_is_written_as_a_png(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.uniform(size=(12, 28, 20))
-    plots.learning_curves({"loss": [3.0, 2.0], "kl": [1.0, 1.5], "val_loss": [3.5, 2.5]}, tmp_path / "a" / "c.png")
+    plots.learning_curves(
+        {"loss": [3.0, 2.0], "kl": [1.0, 1.5], "val_loss": [3.5, 2.5]}, tmp_path / "a" / "c.png"
+    )
     plots.image_grid(images, tmp_path / "s.png", n_cols=4)
     plots.reconstructions(images, images[::-1], tmp_path / "r.png")
     plots.manifold(rng.uniform(size=(9, 28, 20)), tmp_path / "m.png", n=3)
-    plots.latent_scatter(rng.standard_normal((12, 2)), tmp_path / "l.png", color=np.arange(12), color_label="frame")
+    plots.latent_scatter(
+        rng.standard_normal((12, 2)), tmp_path / "l.png", color=np.arange(12), color_label="frame"
+    )
     written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
     assert written == ["a/c.png", "l.png", "m.png", "r.png", "s.png"]  # and no temporary file
     assert all((tmp_path / p).read_bytes()[:8] == PNG_MAGIC for p in written)

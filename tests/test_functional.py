@@ -9,9 +9,10 @@ same on torch tensors, how its input shapes are drawn and where its inputs live 
 from 0 for log and division). Tensor operators (+, @, sum, slicing, ...) are rows too.
 Then: stability at +-1000, and the errors for shapes that do not fit.
 """
+
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -47,10 +48,12 @@ one_shape = hnp.array_shapes(min_dims=0, max_dims=3, min_side=1, max_side=5).map
 one_shape_1d = hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=5).map(lambda s: (s,))
 one_shape_2d = hnp.array_shapes(min_dims=2, max_dims=3, min_side=1, max_side=5).map(lambda s: (s,))
 broadcastable_pair = hnp.mutually_broadcastable_shapes(
-    num_shapes=2, min_dims=0, max_dims=3, min_side=1, max_side=4).map(lambda b: b.input_shapes)
+    num_shapes=2, min_dims=0, max_dims=3, min_side=1, max_side=4
+).map(lambda b: b.input_shapes)
 equal_pair = hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=4).map(lambda s: (s, s))
-even_last_axis = st.tuples(hnp.array_shapes(min_dims=0, max_dims=2, min_side=1, max_side=4),
-                           st.sampled_from([2, 4, 6])).map(lambda t: (t[0] + (t[1],),))
+even_last_axis = st.tuples(
+    hnp.array_shapes(min_dims=0, max_dims=2, min_side=1, max_side=4), st.sampled_from([2, 4, 6])
+).map(lambda t: (t[0] + (t[1],),))
 
 
 @st.composite
@@ -63,8 +66,14 @@ def pair_differing_on_last_axis(draw):
 def matmul_pair(draw):
     """Matrix @ matrix with broadcast batch axes, or a vector on either side (or both)."""
     n, k, m = (draw(st.integers(1, 4)) for _ in range(3))
-    batch_a, batch_b = draw(hnp.mutually_broadcastable_shapes(num_shapes=2, max_dims=2, max_side=3)).input_shapes
-    kind = draw(st.sampled_from(["matrix @ matrix", "vector @ matrix", "matrix @ vector", "vector @ vector"]))
+    batch_a, batch_b = draw(
+        hnp.mutually_broadcastable_shapes(num_shapes=2, max_dims=2, max_side=3)
+    ).input_shapes
+    kind = draw(
+        st.sampled_from(
+            ["matrix @ matrix", "vector @ matrix", "matrix @ vector", "vector @ vector"]
+        )
+    )
     a = (k,) if kind.startswith("vector") else batch_a + (n, k)
     b = (k,) if kind.endswith("vector") else batch_b + (k, m)
     return a, b
@@ -113,21 +122,42 @@ OPS = {
     "sum": same(lambda x: x.sum()),
     "sum(axis=0)": same(lambda x: x.sum(axis=0), one_shape_1d),
     "sum(axis=-1, keepdims)": same(lambda x: x.sum(axis=-1, keepdims=True), one_shape_1d),
-    "sum(axis=(0, -1))": Op(lambda x: x.sum(axis=(0, -1)), lambda x: x.sum(axis=(0, -1)),
-                            lambda T, x: x.sum(dim=(0, -1)), one_shape_2d),
+    "sum(axis=(0, -1))": Op(
+        lambda x: x.sum(axis=(0, -1)),
+        lambda x: x.sum(axis=(0, -1)),
+        lambda T, x: x.sum(dim=(0, -1)),
+        one_shape_2d,
+    ),
     "mean": same(lambda x: x.mean()),
-    "mean(axis=-1)": Op(lambda x: x.mean(axis=-1), lambda x: x.mean(axis=-1),
-                        lambda T, x: x.mean(dim=-1), one_shape_1d),
+    "mean(axis=-1)": Op(
+        lambda x: x.mean(axis=-1),
+        lambda x: x.mean(axis=-1),
+        lambda T, x: x.mean(dim=-1),
+        one_shape_1d,
+    ),
     "reshape(-1)": same(lambda x: x.reshape(-1)),
     "reshape to 2-d": same(lambda x: x.reshape(x.shape[0], -1), one_shape_1d),
-    "transpose": Op(lambda x: x.transpose(), lambda x: x.transpose(),
-                    lambda T, x: x.permute(tuple(reversed(range(x.ndim)))), one_shape),
-    "transpose(1, 0, 2)": Op(lambda x: x.transpose(1, 0, 2), lambda x: x.transpose(1, 0, 2),
-                             lambda T, x: x.permute(1, 0, 2), hnp.array_shapes(min_dims=3, max_dims=3).map(lambda s: (s,))),
+    "transpose": Op(
+        lambda x: x.transpose(),
+        lambda x: x.transpose(),
+        lambda T, x: x.permute(tuple(reversed(range(x.ndim)))),
+        one_shape,
+    ),
+    "transpose(1, 0, 2)": Op(
+        lambda x: x.transpose(1, 0, 2),
+        lambda x: x.transpose(1, 0, 2),
+        lambda T, x: x.permute(1, 0, 2),
+        hnp.array_shapes(min_dims=3, max_dims=3).map(lambda s: (s,)),
+    ),
     "x[0]": same(lambda x: x[0], one_shape_1d),
     # (slice ends stay in bounds: the array API leaves out-of-bounds ends unspecified)
-    "x[1:, ..., :2]": same(lambda x: x[1:, ..., :2], hnp.array_shapes(min_dims=2, max_dims=3, min_side=2).map(lambda s: (s,))),
-    "x[::-2]": Op(lambda x: x[::-2], lambda x: x[::-2], lambda T, x: T.flip(x, [0])[::2], one_shape_1d),
+    "x[1:, ..., :2]": same(
+        lambda x: x[1:, ..., :2],
+        hnp.array_shapes(min_dims=2, max_dims=3, min_side=2).map(lambda s: (s,)),
+    ),
+    "x[::-2]": Op(
+        lambda x: x[::-2], lambda x: x[::-2], lambda T, x: T.flip(x, [0])[::2], one_shape_1d
+    ),
     "x[..., -1]": same(lambda x: x[..., -1], one_shape_1d),
     "x.exp()": Op(lambda x: x.exp(), np.exp, lambda T, x: x.exp()),
     "x.log()": Op(lambda x: x.log(), np.log, lambda T, x: x.log(), domains=(positive,)),
@@ -141,34 +171,82 @@ OPS = {
     "tanh": Op(F.tanh, np.tanh, lambda T, x: T.tanh(x)),
     "relu": Op(F.relu, lambda x: np.maximum(x, 0), lambda T, x: T.relu(x)),
     "sigmoid": Op(F.sigmoid, lambda x: 1 / (1 + np.exp(-x)), lambda T, x: T.sigmoid(x)),
-    "softplus": Op(F.softplus, lambda x: np.logaddexp(0, x), lambda T, x: T.nn.functional.softplus(x)),
-    "log_sigmoid": Op(F.log_sigmoid, lambda x: -np.logaddexp(0, -x), lambda T, x: T.nn.functional.logsigmoid(x)),
-    "logsumexp(axis=-1)": Op(lambda x: F.logsumexp(x, axis=-1), lambda x: np.log(np.exp(x).sum(-1)),
-                             lambda T, x: T.logsumexp(x, dim=-1), one_shape_1d),
-    "logsumexp(axis=0, keepdims)": Op(lambda x: F.logsumexp(x, axis=0, keepdims=True),
-                                      lambda x: np.log(np.exp(x).sum(0, keepdims=True)),
-                                      lambda T, x: T.logsumexp(x, dim=0, keepdim=True), one_shape_1d),
-    "logsumexp(axis=None)": Op(lambda x: F.logsumexp(x, axis=None), lambda x: np.log(np.exp(x).sum()),
-                               lambda T, x: T.logsumexp(x.reshape(-1), dim=0), one_shape),
+    "softplus": Op(
+        F.softplus, lambda x: np.logaddexp(0, x), lambda T, x: T.nn.functional.softplus(x)
+    ),
+    "log_sigmoid": Op(
+        F.log_sigmoid, lambda x: -np.logaddexp(0, -x), lambda T, x: T.nn.functional.logsigmoid(x)
+    ),
+    "logsumexp(axis=-1)": Op(
+        lambda x: F.logsumexp(x, axis=-1),
+        lambda x: np.log(np.exp(x).sum(-1)),
+        lambda T, x: T.logsumexp(x, dim=-1),
+        one_shape_1d,
+    ),
+    "logsumexp(axis=0, keepdims)": Op(
+        lambda x: F.logsumexp(x, axis=0, keepdims=True),
+        lambda x: np.log(np.exp(x).sum(0, keepdims=True)),
+        lambda T, x: T.logsumexp(x, dim=0, keepdim=True),
+        one_shape_1d,
+    ),
+    "logsumexp(axis=None)": Op(
+        lambda x: F.logsumexp(x, axis=None),
+        lambda x: np.log(np.exp(x).sum()),
+        lambda T, x: T.logsumexp(x.reshape(-1), dim=0),
+        one_shape,
+    ),
     "maximum": Op(F.maximum, np.maximum, lambda T, a, b: T.maximum(a, b), broadcastable_pair),
-    "clip(-1, 1)": Op(lambda x: F.clip(x, -1.0, 1.0), lambda x: np.clip(x, -1, 1), lambda T, x: T.clip(x, -1, 1)),
-    "clip(low only)": Op(lambda x: F.clip(x, low=0.5), lambda x: np.clip(x, 0.5, None), lambda T, x: T.clip(x, min=0.5)),
-    "where": Op(lambda a, b: F.where(a > 0, a, b), lambda a, b: np.where(a > 0, a, b),
-                lambda T, a, b: T.where(a > 0, a, b), broadcastable_pair),
+    "clip(-1, 1)": Op(
+        lambda x: F.clip(x, -1.0, 1.0), lambda x: np.clip(x, -1, 1), lambda T, x: T.clip(x, -1, 1)
+    ),
+    "clip(low only)": Op(
+        lambda x: F.clip(x, low=0.5),
+        lambda x: np.clip(x, 0.5, None),
+        lambda T, x: T.clip(x, min=0.5),
+    ),
+    "where": Op(
+        lambda a, b: F.where(a > 0, a, b),
+        lambda a, b: np.where(a > 0, a, b),
+        lambda T, a, b: T.where(a > 0, a, b),
+        broadcastable_pair,
+    ),
     # functional.py: joining and splitting
-    "concatenate": Op(lambda a, b: F.concatenate([a, b], axis=-1), lambda a, b: np.concatenate([a, b], axis=-1),
-                      lambda T, a, b: T.cat([a, b], dim=-1), pair_differing_on_last_axis()),
-    "stack(axis=-1)": Op(lambda a, b: F.stack([a, b], axis=-1), lambda a, b: np.stack([a, b], axis=-1),
-                         lambda T, a, b: T.stack([a, b], dim=-1), equal_pair),
-    "split in 2": Op(lambda x: sum_parts(F.split(x, 2, axis=-1)), lambda x: sum_parts(np.split(x, 2, axis=-1)),
-                     lambda T, x: sum_parts(T.chunk(x, 2, dim=-1)), even_last_axis),
-    "split at sizes": Op(lambda x: sum_parts(F.split(x, [1, 1, x.shape[-1] - 2])),
-                         lambda x: sum_parts(np.split(x, [1, 2], axis=-1)),
-                         lambda T, x: sum_parts(T.split(x, [1, 1, x.shape[-1] - 2], dim=-1)), even_last_axis),
-    "unstack": Op(lambda x: sum_parts(F.unstack(x, axis=0)), lambda x: sum_parts(list(x)),
-                  lambda T, x: sum_parts(T.unbind(x, dim=0)), one_shape_1d),
-    "pad": Op(lambda x: F.pad(x, PAD[: x.ndim], value=0.5), lambda x: np.pad(x, PAD[: x.ndim], constant_values=0.5),
-              lambda T, x: torch_pad(T, x, PAD[: x.ndim]), hnp.array_shapes(min_dims=1, max_dims=3).map(lambda s: (s,))),
+    "concatenate": Op(
+        lambda a, b: F.concatenate([a, b], axis=-1),
+        lambda a, b: np.concatenate([a, b], axis=-1),
+        lambda T, a, b: T.cat([a, b], dim=-1),
+        pair_differing_on_last_axis(),
+    ),
+    "stack(axis=-1)": Op(
+        lambda a, b: F.stack([a, b], axis=-1),
+        lambda a, b: np.stack([a, b], axis=-1),
+        lambda T, a, b: T.stack([a, b], dim=-1),
+        equal_pair,
+    ),
+    "split in 2": Op(
+        lambda x: sum_parts(F.split(x, 2, axis=-1)),
+        lambda x: sum_parts(np.split(x, 2, axis=-1)),
+        lambda T, x: sum_parts(T.chunk(x, 2, dim=-1)),
+        even_last_axis,
+    ),
+    "split at sizes": Op(
+        lambda x: sum_parts(F.split(x, [1, 1, x.shape[-1] - 2])),
+        lambda x: sum_parts(np.split(x, [1, 2], axis=-1)),
+        lambda T, x: sum_parts(T.split(x, [1, 1, x.shape[-1] - 2], dim=-1)),
+        even_last_axis,
+    ),
+    "unstack": Op(
+        lambda x: sum_parts(F.unstack(x, axis=0)),
+        lambda x: sum_parts(list(x)),
+        lambda T, x: sum_parts(T.unbind(x, dim=0)),
+        one_shape_1d,
+    ),
+    "pad": Op(
+        lambda x: F.pad(x, PAD[: x.ndim], value=0.5),
+        lambda x: np.pad(x, PAD[: x.ndim], constant_values=0.5),
+        lambda T, x: torch_pad(T, x, PAD[: x.ndim]),
+        hnp.array_shapes(min_dims=1, max_dims=3).map(lambda s: (s,)),
+    ),
 }
 
 
@@ -176,7 +254,9 @@ def draw_inputs(op: Op, data) -> list[np.ndarray]:
     """Float64 host arrays of the drawn shapes, each from its op's domain."""
     shapes = data.draw(op.shapes, label="shapes")
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
-    return [np.asarray(op.domains[min(i, len(op.domains) - 1)](rng, s)) for i, s in enumerate(shapes)]
+    return [
+        np.asarray(op.domains[min(i, len(op.domains) - 1)](rng, s)) for i, s in enumerate(shapes)
+    ]
 
 
 def check_op(op: Op, arrays, torch=None):
@@ -197,7 +277,9 @@ def check_op(op: Op, arrays, torch=None):
     (t_out * torch.tensor(r)).sum().backward()
     np.testing.assert_allclose(out.numpy(), t_out.detach().numpy(), rtol=1e-12, atol=1e-12)
     for i, (x, t) in enumerate(zip(xs, ts)):
-        np.testing.assert_allclose(to_numpy(x.grad), t.grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=f"input {i}")
+        np.testing.assert_allclose(
+            to_numpy(x.grad), t.grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=f"input {i}"
+        )
 
 
 @pytest.mark.parametrize("name", OPS)
@@ -221,7 +303,8 @@ STABLE = {  # op: (its values at [-1000, 1000], its derivatives there)
 }
 
 
-@pytest.mark.filterwarnings("error::RuntimeWarning")  # an overflow inside (exp(1000) = inf) fails the test
+# an overflow inside (exp(1000) = inf) fails the test
+@pytest.mark.filterwarnings("error::RuntimeWarning")
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("name", STABLE)
 def test_stable_at_large_inputs(name, dtype):
@@ -237,7 +320,9 @@ def test_stable_at_large_inputs(name, dtype):
 @pytest.mark.filterwarnings("error::RuntimeWarning")
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_logsumexp_stable_at_large_inputs(dtype):
-    x = Tensor([[1000.0, 1000.0], [-1000.0, -1000.0], [1000.0, -1000.0]], requires_grad=True, dtype=dtype)
+    x = Tensor(
+        [[1000.0, 1000.0], [-1000.0, -1000.0], [1000.0, -1000.0]], requires_grad=True, dtype=dtype
+    )
     y = F.logsumexp(x, axis=-1)
     y.sum().backward()
     rtol = 1e-6 if dtype == "float32" else 1e-14
@@ -271,12 +356,19 @@ def test_broadcast_mismatch_names_op_and_shapes(op):
         MISFITS[op](a, b)
 
 
-@pytest.mark.parametrize("a, b, message", [
-    ((2, 3), (4, 5), r"matmul: shapes \(2, 3\) and \(4, 5\) do not fit \(3 != 4\)"),
-    ((3,), (4,), r"matmul: shapes \(3,\) and \(4,\) do not fit \(3 != 4\)"),
-    ((2, 3, 4), (5, 4, 2), r"matmul of \(2, 3, 4\) and \(5, 4, 2\), batch axes: shapes \(2,\) and \(5,\)"),
-    ((), (3,), r"matmul: shapes \(\) and \(3,\): a 0-d operand"),
-])
+@pytest.mark.parametrize(
+    "a, b, message",
+    [
+        ((2, 3), (4, 5), r"matmul: shapes \(2, 3\) and \(4, 5\) do not fit \(3 != 4\)"),
+        ((3,), (4,), r"matmul: shapes \(3,\) and \(4,\) do not fit \(3 != 4\)"),
+        (
+            (2, 3, 4),
+            (5, 4, 2),
+            r"matmul of \(2, 3, 4\) and \(5, 4, 2\), batch axes: shapes \(2,\) and \(5,\)",
+        ),
+        ((), (3,), r"matmul: shapes \(\) and \(3,\): a 0-d operand"),
+    ],
+)
 def test_matmul_mismatch_names_shapes(a, b, message):
     with pytest.raises(ValueError, match=message):
         Tensor(np.ones(a)) @ Tensor(np.ones(b))
@@ -284,17 +376,29 @@ def test_matmul_mismatch_names_shapes(a, b, message):
 
 def test_join_split_and_pad_errors_name_the_op_and_shapes():
     a, b = Tensor(np.ones((2, 3))), Tensor(np.ones((3, 3)))
-    with pytest.raises(ValueError, match=re.escape("concatenate: shapes [(2, 3), (3, 3)] differ outside axis 1")):
+    with pytest.raises(
+        ValueError, match=re.escape("concatenate: shapes [(2, 3), (3, 3)] differ outside axis 1")
+    ):
         F.concatenate([a, b], axis=1)
-    with pytest.raises(ValueError, match=re.escape("stack: all shapes must be equal, got [(2, 3), (3, 3)]")):
+    with pytest.raises(
+        ValueError, match=re.escape("stack: all shapes must be equal, got [(2, 3), (3, 3)]")
+    ):
         F.stack([a, b])
-    with pytest.raises(ValueError, match=re.escape("split: axis 1 of shape (2, 3) does not split into 2 equal parts")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape("split: axis 1 of shape (2, 3) does not split into 2 equal parts"),
+    ):
         F.split(a, 2, axis=1)
     with pytest.raises(ValueError, match=re.escape("split: sizes [1, 1] do not add up to 3")):
         F.split(a, [1, 1])
-    with pytest.raises(ValueError, match=re.escape("pad: need 2 non-negative (before, after) pairs for shape (2, 3)")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape("pad: need 2 non-negative (before, after) pairs for shape (2, 3)"),
+    ):
         F.pad(a, [(1, 1)])
-    with pytest.raises(ValueError, match=re.escape("logsumexp: axis 2 is out of range for a tensor with 2 axes")):
+    with pytest.raises(
+        ValueError, match=re.escape("logsumexp: axis 2 is out of range for a tensor with 2 axes")
+    ):
         F.logsumexp(a, axis=2)
 
 

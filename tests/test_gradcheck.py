@@ -2,6 +2,7 @@
 inputs coordinate by coordinate, large ones along random directions, naming the input,
 the place and both values. (Its use on every op is in test_functional.py.)
 """
+
 import re
 
 import numpy as np
@@ -19,22 +20,31 @@ def square_missing_factor_2(x):
 
 def square_wrong_at(coordinate):
     """x^2 whose backward is right everywhere but at one coordinate, where it is off by 1."""
+
     def fn(x):
         bump = np.zeros(x.shape)
         bump[coordinate] = 1.0
         bump = backend.asarray(bump, dtype=x.dtype)
-        return record(x.data * x.data, (x,), lambda g: (2 * g * x.data + g * bump,), "bumped_square")
+        return record(
+            x.data * x.data, (x,), lambda g: (2 * g * x.data + g * bump,), "bumped_square"
+        )
+
     return fn
 
 
 def square_off_by(relative):
-    return lambda x: record(x.data * x.data, (x,), lambda g: (2 * g * x.data * (1 + relative),), "scaled_square")
+    return lambda x: record(
+        x.data * x.data, (x,), lambda g: (2 * g * x.data * (1 + relative),), "scaled_square"
+    )
 
 
 def test_passes_correct_gradients_small_and_large():
     rng = np.random.default_rng(0)
-    assert gradcheck(lambda x, w: F.tanh(x @ w).sum(), [rng.standard_normal((3, 4)), rng.standard_normal((4, 2))])
-    assert gradcheck(lambda x: F.softplus(x) * x, [rng.standard_normal((20, 20))])  # 400 > 100: random directions
+    assert gradcheck(
+        lambda x, w: F.tanh(x @ w).sum(), [rng.standard_normal((3, 4)), rng.standard_normal((4, 2))]
+    )
+    # 400 > 100: random directions
+    assert gradcheck(lambda x: F.softplus(x) * x, [rng.standard_normal((20, 20))])
 
 
 def test_small_input_names_input_coordinate_and_both_values():
@@ -42,7 +52,8 @@ def test_small_input_names_input_coordinate_and_both_values():
     with pytest.raises(GradcheckError) as caught:
         gradcheck(lambda x: square_missing_factor_2(x).sum(), [x])
     message = str(caught.value)
-    assert message.startswith("gradcheck: input 0 (shape (3,)), worst at coordinate (1,)")  # the largest error
+    # the largest error
+    assert message.startswith("gradcheck: input 0 (shape (3,)), worst at coordinate (1,)")
     analytic, numeric = map(float, re.search(r"analytic (\S+), numeric (\S+) ", message).groups())
     assert analytic == -2.0  # what the wrong backward says, x
     assert numeric == pytest.approx(-4.0, rel=1e-8)  # the true derivative, 2x
@@ -50,15 +61,21 @@ def test_small_input_names_input_coordinate_and_both_values():
 
 def test_names_the_input_that_is_wrong():
     rng = np.random.default_rng(0)
-    with pytest.raises(GradcheckError, match=re.escape("input 1 (shape (2, 2)), worst at coordinate")):
-        gradcheck(lambda a, b: a.sum() + square_missing_factor_2(b).sum(), [rng.standard_normal(3),
-                                                                            rng.standard_normal((2, 2))])
+    with pytest.raises(
+        GradcheckError, match=re.escape("input 1 (shape (2, 2)), worst at coordinate")
+    ):
+        gradcheck(
+            lambda a, b: a.sum() + square_missing_factor_2(b).sum(),
+            [rng.standard_normal(3), rng.standard_normal((2, 2))],
+        )
 
 
 def test_large_input_catches_an_error_in_a_single_coordinate():
     x = np.random.default_rng(0).standard_normal((15, 20))
     assert gradcheck(square_wrong_at((0, 0)), [x], atol=2.0)  # an error of 1 is inside atol 2 ...
-    with pytest.raises(GradcheckError, match=r"input 0 \(shape \(15, 20\)\), worst at random direction \d"):
+    with pytest.raises(
+        GradcheckError, match=r"input 0 \(shape \(15, 20\)\), worst at random direction \d"
+    ):
         gradcheck(square_wrong_at((7, 13)), [x])  # ... but not inside the default atol
 
 
@@ -76,9 +93,13 @@ def test_tolerances_are_respected():
 
 
 def test_refuses_anything_but_float64_and_says_why():
-    with pytest.raises(TypeError, match="input 0 has dtype float32; finite differences need float64"):
+    with pytest.raises(
+        TypeError, match="input 0 has dtype float32; finite differences need float64"
+    ):
         gradcheck(F.exp, [np.ones(3, dtype=np.float32)])
-    with pytest.raises(TypeError, match="input 1 has dtype .*float32; finite differences need float64"):
+    with pytest.raises(
+        TypeError, match="input 1 has dtype .*float32; finite differences need float64"
+    ):
         gradcheck(lambda a, b: a * b, [np.ones(3), Tensor(np.ones(3, dtype=np.float32))])
     with pytest.raises(TypeError, match="input 0 has dtype list"):
         gradcheck(F.exp, [[1.0, 2.0]])
@@ -94,5 +115,9 @@ def test_leaves_its_inputs_alone():
 
 def test_an_input_the_output_ignores_has_zero_gradient():
     assert gradcheck(lambda a, b: (a * 2.0).sum(), [np.ones(2), np.ones(3)])
-    with pytest.raises(GradcheckError, match="input 0"):  # and a real gradient is not mistaken for zero
-        gradcheck(lambda a: record(a.data * 2.0, (a,), lambda g: (None,), "no_backward").sum(), [np.ones(2)])
+    # and a real gradient is not mistaken for zero
+    with pytest.raises(GradcheckError, match="input 0"):
+        gradcheck(
+            lambda a: record(a.data * 2.0, (a,), lambda g: (None,), "no_backward").sum(),
+            [np.ones(2)],
+        )

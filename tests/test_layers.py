@@ -1,5 +1,6 @@
 """Layers: sizes as Keras computes them, values against plain loops and PyTorch,
 gradients against finite differences, the adjoint identities, and the errors."""
+
 import math
 
 import numpy as np
@@ -10,7 +11,13 @@ from hypothesis import strategies as st
 import minivae
 from minivae import Tensor, gradcheck, nn
 from minivae.nn import conv2d, conv2d_transpose, max_pool2d, upsampling2d
-from minivae.nn.im2col import col2im, conv_output_length, deconv_output_length, im2col, padding_amounts
+from minivae.nn.im2col import (
+    col2im,
+    conv_output_length,
+    deconv_output_length,
+    im2col,
+    padding_amounts,
+)
 
 # --- the rules, restated plainly (TensorFlow's, which Keras uses) ----------------
 
@@ -111,7 +118,12 @@ def pool_cases(draw):
     padding = draw(st.sampled_from(["valid", "same"]))
     h, w = draw(st.integers(p, p + 4)), draw(st.integers(p, p + 4))
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
-    return rng.standard_normal((draw(st.integers(1, 2)), h, w, draw(st.integers(1, 3)))), p, s, padding
+    return (
+        rng.standard_normal((draw(st.integers(1, 2)), h, w, draw(st.integers(1, 3)))),
+        p,
+        s,
+        padding,
+    )
 
 
 def f64(a):
@@ -156,7 +168,8 @@ def test_same_padding_puts_the_extra_row_and_column_at_the_bottom_right():
     x = np.arange(16.0).reshape(1, 4, 4, 1)
     out = conv2d(f64(x), f64(np.ones((2, 2, 1, 1))), padding="same").numpy()
     assert out.shape == (1, 4, 4, 1)
-    assert out[0, 0, 0, 0] == x[0, 0, 0, 0] + x[0, 0, 1, 0] + x[0, 1, 0, 0] + x[0, 1, 1, 0]  # no padding on top
+    # no padding on top
+    assert out[0, 0, 0, 0] == x[0, 0, 0, 0] + x[0, 0, 1, 0] + x[0, 1, 0, 0] + x[0, 1, 1, 0]
     assert out[0, 3, 3, 0] == x[0, 3, 3, 0]  # the window at the corner sees padding below and right
 
 
@@ -176,7 +189,9 @@ def test_conv2d_transpose_matches_loops(case):
     x, k, s, padding = case
     b = np.linspace(-1, 1, k.shape[2])
     out = conv2d_transpose(f64(x), f64(k), f64(b), strides=(s, s), padding=padding).numpy()
-    np.testing.assert_allclose(out, naive_conv2d_transpose(x, k, s, padding) + b, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        out, naive_conv2d_transpose(x, k, s, padding) + b, rtol=1e-12, atol=1e-12
+    )
 
 
 @given(pool_cases())
@@ -206,9 +221,14 @@ def from_nchw(t):
 @given(conv_cases())
 def test_conv2d_matches_torch(torch, case):
     x, k, s, padding = case
-    (t, b), (l, r) = pads_of(x.shape[1], k.shape[0], s, padding), pads_of(x.shape[2], k.shape[1], s, padding)
+    (t, b), (l, r) = (
+        pads_of(x.shape[1], k.shape[0], s, padding),
+        pads_of(x.shape[2], k.shape[1], s, padding),
+    )
     xt = torch.nn.functional.pad(to_nchw(torch, x), (l, r, t, b))
-    expected = torch.nn.functional.conv2d(xt, torch.from_numpy(k.transpose(3, 2, 0, 1).copy()), stride=s)
+    expected = torch.nn.functional.conv2d(
+        xt, torch.from_numpy(k.transpose(3, 2, 0, 1).copy()), stride=s
+    )
     out = conv2d(f64(x), f64(k), strides=(s, s), padding=padding).numpy()
     np.testing.assert_allclose(out, from_nchw(expected), rtol=1e-10, atol=1e-12)
 
@@ -219,9 +239,13 @@ def test_conv2d_transpose_matches_torch(torch, case):
     kh, kw = k.shape[:2]
     # torch gives the full result, (h - 1) s + k long; Keras's output is a window of it
     # (with zero rows past its end when k < s), at the offset of the 'same' padding
-    kernel = torch.from_numpy(k.transpose(3, 2, 0, 1).copy())  # (in, out, kh, kw), as torch wants it
+    # (in, out, kh, kw), as torch wants it
+    kernel = torch.from_numpy(k.transpose(3, 2, 0, 1).copy())
     full = from_nchw(torch.nn.functional.conv_transpose2d(to_nchw(torch, x), kernel, stride=s))
-    oh, ow = keras_deconv_length(x.shape[1], kh, s, padding), keras_deconv_length(x.shape[2], kw, s, padding)
+    oh, ow = (
+        keras_deconv_length(x.shape[1], kh, s, padding),
+        keras_deconv_length(x.shape[2], kw, s, padding),
+    )
     (t, b), (l, r) = pads_of(oh, kh, s, padding), pads_of(ow, kw, s, padding)
     padded = np.zeros((x.shape[0], oh + t + b, ow + l + r, k.shape[2]))
     padded[:, : full.shape[1], : full.shape[2], :] = full
@@ -235,12 +259,16 @@ def test_max_pool_matches_torch(torch, case):
     (t, b), (l, r) = pads_of(x.shape[1], p, s, padding), pads_of(x.shape[2], p, s, padding)
     xt = torch.nn.functional.pad(to_nchw(torch, x), (l, r, t, b), value=-math.inf)
     expected = torch.nn.functional.max_pool2d(xt, p, stride=s)
-    np.testing.assert_array_equal(max_pool2d(f64(x), (p, p), (s, s), padding).numpy(), from_nchw(expected))
+    np.testing.assert_array_equal(
+        max_pool2d(f64(x), (p, p), (s, s), padding).numpy(), from_nchw(expected)
+    )
 
 
 def test_upsampling_matches_torch(torch):
     x = np.random.default_rng(0).standard_normal((2, 3, 4, 5))
-    expected = torch.nn.functional.interpolate(to_nchw(torch, x), scale_factor=(2, 3), mode="nearest")
+    expected = torch.nn.functional.interpolate(
+        to_nchw(torch, x), scale_factor=(2, 3), mode="nearest"
+    )
     np.testing.assert_array_equal(upsampling2d(f64(x), (2, 3)).numpy(), from_nchw(expected))
 
 
@@ -250,13 +278,18 @@ def test_upsampling_matches_torch(torch):
 @given(conv_cases())
 def test_conv2d_gradients(case):
     x, k, s, padding = case
-    assert gradcheck(lambda x, k, b: conv2d(x, k, b, (s, s), padding), [x, k, np.linspace(-1, 1, k.shape[3])])
+    assert gradcheck(
+        lambda x, k, b: conv2d(x, k, b, (s, s), padding), [x, k, np.linspace(-1, 1, k.shape[3])]
+    )
 
 
 @given(transpose_cases())
 def test_conv2d_transpose_gradients(case):
     x, k, s, padding = case
-    assert gradcheck(lambda x, k, b: conv2d_transpose(x, k, b, (s, s), padding), [x, k, np.linspace(-1, 1, k.shape[2])])
+    assert gradcheck(
+        lambda x, k, b: conv2d_transpose(x, k, b, (s, s), padding),
+        [x, k, np.linspace(-1, 1, k.shape[2])],
+    )
 
 
 @given(pool_cases())
@@ -267,7 +300,10 @@ def test_max_pool_gradients(case):
 
 @given(st.integers(1, 3), st.integers(1, 3))
 def test_upsampling_gradients(sh, sw):
-    assert gradcheck(lambda x: upsampling2d(x, (sh, sw)), [np.random.default_rng(sh * 3 + sw).standard_normal((2, 2, 3, 2))])
+    assert gradcheck(
+        lambda x: upsampling2d(x, (sh, sw)),
+        [np.random.default_rng(sh * 3 + sw).standard_normal((2, 2, 3, 2))],
+    )
 
 
 def layer_gradcheck(layer, x, weights=("kernel", "bias")):
@@ -288,14 +324,17 @@ def test_conv2d_layer_gradients(case, activation):
     x, k, s, padding = case
     layer = nn.Conv2D(k.shape[-1], k.shape[:2], strides=s, padding=padding, activation=activation)
     layer.build(x.shape[1:], dtype="float64")
-    layer.bias = Tensor(np.random.default_rng(1).standard_normal(k.shape[-1]), requires_grad=True)  # not zero
+    # not zero
+    layer.bias = Tensor(np.random.default_rng(1).standard_normal(k.shape[-1]), requires_grad=True)
     assert layer_gradcheck(layer, x)
 
 
 @given(transpose_cases(), st.sampled_from([None, "sigmoid"]))
 def test_conv2d_transpose_layer_gradients(case, activation):
     x, k, s, padding = case
-    layer = nn.Conv2DTranspose(k.shape[2], k.shape[:2], strides=s, padding=padding, activation=activation)
+    layer = nn.Conv2DTranspose(
+        k.shape[2], k.shape[:2], strides=s, padding=padding, activation=activation
+    )
     assert layer_gradcheck(layer, x)
 
 
@@ -304,8 +343,17 @@ def test_dense_layer_gradients():
     assert layer_gradcheck(nn.Dense(5, activation="tanh"), x)
 
 
-@pytest.mark.parametrize("layer", [nn.MaxPool2D(2), nn.MaxPool2D(3, strides=1, padding="same"), nn.UpSampling2D((2, 1)),
-                                   nn.Flatten(), nn.Reshape((6, 5))], ids=lambda layer: layer.name)
+@pytest.mark.parametrize(
+    "layer",
+    [
+        nn.MaxPool2D(2),
+        nn.MaxPool2D(3, strides=1, padding="same"),
+        nn.UpSampling2D((2, 1)),
+        nn.Flatten(),
+        nn.Reshape((6, 5)),
+    ],
+    ids=lambda layer: layer.name,
+)
 def test_weightless_layer_gradients(layer):  # (no weights, so one instance serves every backend)
     x = np.random.default_rng(0).standard_normal((2, 5, 6, 1))
     assert layer_gradcheck(layer, x, weights=())
@@ -323,8 +371,14 @@ def test_conv2d_transpose_is_the_adjoint_of_conv2d(case):
     x, k, s, padding = case
     oh, ow = conv2d(f64(x), f64(k), strides=(s, s), padding=padding).shape[1:3]
     rng = np.random.default_rng(0)
-    u = rng.standard_normal((x.shape[0], keras_deconv_length(oh, k.shape[0], s, padding),
-                             keras_deconv_length(ow, k.shape[1], s, padding), x.shape[3]))
+    u = rng.standard_normal(
+        (
+            x.shape[0],
+            keras_deconv_length(oh, k.shape[0], s, padding),
+            keras_deconv_length(ow, k.shape[1], s, padding),
+            x.shape[3],
+        )
+    )
     y = rng.standard_normal((x.shape[0], oh, ow, k.shape[3]))
     left = np.sum(conv2d(f64(u), f64(k), strides=(s, s), padding=padding).numpy() * y)
     right = np.sum(u * conv2d_transpose(f64(y), f64(k), strides=(s, s), padding=padding).numpy())
@@ -335,10 +389,15 @@ def test_conv2d_transpose_is_the_adjoint_of_conv2d(case):
 def test_col2im_is_the_adjoint_of_im2col(case):
     x, k, s, _ = case
     kh, kw = k.shape[:2]
-    oh, ow = conv_output_length(x.shape[1], kh, s, "valid"), conv_output_length(x.shape[2], kw, s, "valid")
-    c = np.random.default_rng(0).standard_normal((kh * kw, x.shape[0], oh, ow, x.shape[3]))  # col2im's layout
+    oh, ow = (
+        conv_output_length(x.shape[1], kh, s, "valid"),
+        conv_output_length(x.shape[2], kw, s, "valid"),
+    )
+    # col2im's layout
+    c = np.random.default_rng(0).standard_normal((kh * kw, x.shape[0], oh, ow, x.shape[3]))
     xd, cd = f64(x).data, f64(c).data
-    left = np.sum(minivae.to_numpy(im2col(xd, (kh, kw), (s, s), (oh, ow))) * np.moveaxis(c, 0, 3))  # im2col's
+    # im2col's
+    left = np.sum(minivae.to_numpy(im2col(xd, (kh, kw), (s, s), (oh, ow))) * np.moveaxis(c, 0, 3))
     right = np.sum(x * minivae.to_numpy(col2im(cd, x.shape[1:3], (kh, kw), (s, s))))
     assert left == pytest.approx(right, rel=1e-12, abs=1e-12)
 
@@ -383,11 +442,15 @@ def test_weights_have_keras_shapes_and_are_built_lazily():
     assert [name for name, _ in conv.named_parameters()] == ["kernel", "bias"]
 
 
-@pytest.mark.parametrize("make, input_shape, fans", [
-    (lambda: nn.Conv2D(64, 3), (8, 8, 32), (3 * 3 * 32, 3 * 3 * 64)),
-    (lambda: nn.Conv2DTranspose(32, 3), (8, 8, 64), (3 * 3 * 32, 3 * 3 * 64)),
-    (lambda: nn.Dense(300), (200,), (200, 300)),
-], ids=["Conv2D", "Conv2DTranspose", "Dense"])
+@pytest.mark.parametrize(
+    "make, input_shape, fans",
+    [
+        (lambda: nn.Conv2D(64, 3), (8, 8, 32), (3 * 3 * 32, 3 * 3 * 64)),
+        (lambda: nn.Conv2DTranspose(32, 3), (8, 8, 64), (3 * 3 * 32, 3 * 3 * 64)),
+        (lambda: nn.Dense(300), (200,), (200, 300)),
+    ],
+    ids=["Conv2D", "Conv2DTranspose", "Dense"],
+)
 def test_glorot_uniform_kernels_and_zero_biases(make, input_shape, fans):
     layer = make()
     layer.build(input_shape)
@@ -402,8 +465,16 @@ def test_glorot_uniform_kernels_and_zero_biases(make, input_shape, fans):
 
 
 def test_float32_stays_float32_through_every_layer():
-    model = nn.Sequential([nn.Conv2D(2, 3, padding="same", activation="relu"), nn.MaxPool2D(2), nn.UpSampling2D(2),
-                           nn.Conv2DTranspose(1, 3, strides=2, activation="sigmoid"), nn.Flatten(), nn.Dense(3)])
+    model = nn.Sequential(
+        [
+            nn.Conv2D(2, 3, padding="same", activation="relu"),
+            nn.MaxPool2D(2),
+            nn.UpSampling2D(2),
+            nn.Conv2DTranspose(1, 3, strides=2, activation="sigmoid"),
+            nn.Flatten(),
+            nn.Dense(3),
+        ]
+    )
     x = Tensor(np.random.default_rng(0).uniform(size=(2, 6, 6, 1)).astype(np.float32))
     out = model(x)
     assert out.dtype == minivae.backend.dtype("float32")
@@ -413,15 +484,22 @@ def test_float32_stays_float32_through_every_layer():
 
 def test_activations_by_name_or_callable():
     x = f64(np.array([[-2.0, 0.5]]))
-    for name, fn in [("relu", lambda v: np.maximum(v, 0)), ("sigmoid", lambda v: 1 / (1 + np.exp(-v))),
-                     ("tanh", np.tanh), ("softplus", lambda v: np.log1p(np.exp(v))), (None, lambda v: v)]:
+    for name, fn in [
+        ("relu", lambda v: np.maximum(v, 0)),
+        ("sigmoid", lambda v: 1 / (1 + np.exp(-v))),
+        ("tanh", np.tanh),
+        ("softplus", lambda v: np.log1p(np.exp(v))),
+        (None, lambda v: v),
+    ]:
         layer = nn.Dense(2, activation=name)
         layer.build((2,), dtype="float64")
         linear = x.numpy() @ layer.kernel.numpy()
         np.testing.assert_allclose(layer(x).numpy(), fn(linear), rtol=1e-12)
     doubled = nn.Dense(2, activation=lambda t: t * 2)
     doubled.build((2,), dtype="float64")
-    np.testing.assert_allclose(doubled(x).numpy(), 2 * x.numpy() @ doubled.kernel.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(
+        doubled(x).numpy(), 2 * x.numpy() @ doubled.kernel.numpy(), rtol=1e-12
+    )
     with pytest.raises(ValueError, match="unknown activation 'swish'"):
         nn.Dense(2, activation="swish")
 
@@ -432,26 +510,46 @@ def test_activations_by_name_or_callable():
 def test_wrong_channel_count_names_layer_and_shapes():
     conv = nn.Conv2D(4, 3)
     conv.build((8, 8, 3))
-    with pytest.raises(ValueError, match=r"Conv2D: expected input of shape \(N, \?, \?, 3\), got \(2, 8, 8, 1\)"):
+    with pytest.raises(
+        ValueError, match=r"Conv2D: expected input of shape \(N, \?, \?, 3\), got \(2, 8, 8, 1\)"
+    ):
         conv(Tensor(np.zeros((2, 8, 8, 1))))
     deconv = nn.Conv2DTranspose(4, 3)
     deconv.build((8, 8, 2))
-    with pytest.raises(ValueError, match=r"Conv2DTranspose: expected input of shape \(N, \?, \?, 2\), got \(1, 8, 8, 5\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"Conv2DTranspose: expected input of shape \(N, \?, \?, 2\), got \(1, 8, 8, 5\)",
+    ):
         deconv(Tensor(np.zeros((1, 8, 8, 5))))
 
 
-@pytest.mark.parametrize("make", [lambda: nn.Conv2D(4, 3), lambda: nn.Conv2DTranspose(4, 3), lambda: nn.MaxPool2D(2),
-                                  lambda: nn.UpSampling2D(2)], ids=["Conv2D", "Conv2DTranspose", "MaxPool2D", "UpSampling2D"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: nn.Conv2D(4, 3),
+        lambda: nn.Conv2DTranspose(4, 3),
+        lambda: nn.MaxPool2D(2),
+        lambda: nn.UpSampling2D(2),
+    ],
+    ids=["Conv2D", "Conv2DTranspose", "MaxPool2D", "UpSampling2D"],
+)
 def test_wrong_rank_names_layer_and_shapes(make):
     layer = make()
-    with pytest.raises(ValueError, match=rf"{layer.name}: expected input of shape \(N, \?, \?, \?\), got \(2, 28, 28\)"):
+    with pytest.raises(
+        ValueError,
+        match=rf"{layer.name}: expected input of shape \(N, \?, \?, \?\), got \(2, 28, 28\)",
+    ):
         layer(Tensor(np.zeros((2, 28, 28))))
 
 
 def test_input_smaller_than_the_window_is_refused():
-    with pytest.raises(ValueError, match=r"Conv2D: input \(1, 4, 4, 1\) is smaller than the kernel \(5, 5\)"):
+    with pytest.raises(
+        ValueError, match=r"Conv2D: input \(1, 4, 4, 1\) is smaller than the kernel \(5, 5\)"
+    ):
         nn.Conv2D(2, 5)(Tensor(np.zeros((1, 4, 4, 1))))
-    with pytest.raises(ValueError, match=r"MaxPool2D: input \(1, 1, 4, 1\) is smaller than the pool \(2, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"MaxPool2D: input \(1, 1, 4, 1\) is smaller than the pool \(2, 2\)"
+    ):
         nn.MaxPool2D(2)(Tensor(np.zeros((1, 1, 4, 1))))
     assert nn.Conv2D(2, 5, padding="same")(Tensor(np.zeros((1, 4, 4, 1)))).shape == (1, 4, 4, 2)
 
@@ -459,9 +557,15 @@ def test_input_smaller_than_the_window_is_refused():
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="Conv2D: padding must be one of"):
         nn.Conv2D(2, 3, padding="full")
-    with pytest.raises(ValueError, match=r"Conv2DTranspose: strides must be a positive int or a pair of them, got 0"):
+    with pytest.raises(
+        ValueError,
+        match=r"Conv2DTranspose: strides must be a positive int or a pair of them, got 0",
+    ):
         nn.Conv2DTranspose(2, 3, strides=0)
-    with pytest.raises(ValueError, match=r"MaxPool2D: pool_size must be a positive int or a pair of them, got \(2, 2, 2\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"MaxPool2D: pool_size must be a positive int or a pair of them, got \(2, 2, 2\)",
+    ):
         nn.MaxPool2D((2, 2, 2))
     assert nn.Conv2D(2, 3, padding="SAME").padding == "same"  # Keras lower-cases it too
 
@@ -469,7 +573,9 @@ def test_bad_arguments_are_refused():
 def test_dense_and_reshape_errors():
     dense = nn.Dense(3)
     dense.build((4,))
-    with pytest.raises(ValueError, match=r"Dense: expected input of shape \(N, \.\.\., 4\), got \(2, 5\)"):
+    with pytest.raises(
+        ValueError, match=r"Dense: expected input of shape \(N, \.\.\., 4\), got \(2, 5\)"
+    ):
         dense(Tensor(np.zeros((2, 5))))
     with pytest.raises(ValueError, match=r"Reshape: cannot reshape input \(2, 6\) to \(N, 4, 2\)"):
         nn.Reshape((4, 2))(Tensor(np.zeros((2, 6))))
@@ -480,15 +586,20 @@ def test_non_square_strides_against_torch_and_finite_differences(torch, strides)
     """The hypothesis cases draw one stride for both axes; here the two differ, so a
     mix-up of the row and column stride would show."""
     rng = np.random.default_rng(1)
-    x, k = rng.standard_normal((2, 7, 8, 3)), rng.standard_normal((3, 3, 3, 4))  # k >= s: torch's sizes agree
+    # k >= s: torch's sizes agree
+    x, k = rng.standard_normal((2, 7, 8, 3)), rng.standard_normal((3, 3, 3, 4))
     out = conv2d(f64(x), f64(k), strides=strides).numpy()
-    expected = torch.nn.functional.conv2d(to_nchw(torch, x), torch.from_numpy(k).permute(3, 2, 0, 1), stride=strides)
+    expected = torch.nn.functional.conv2d(
+        to_nchw(torch, x), torch.from_numpy(k).permute(3, 2, 0, 1), stride=strides
+    )
     np.testing.assert_allclose(out, from_nchw(expected), rtol=1e-10, atol=1e-10)
 
-    y = rng.standard_normal(out.shape)  # the transpose maps the 4 channels back to 3 with the same kernel
+    # the transpose maps the 4 channels back to 3 with the same kernel
+    y = rng.standard_normal(out.shape)
     back = conv2d_transpose(f64(y), f64(k), strides=strides).numpy()
-    expected = torch.nn.functional.conv_transpose2d(to_nchw(torch, y), torch.from_numpy(k).permute(3, 2, 0, 1),
-                                                    stride=strides)
+    expected = torch.nn.functional.conv_transpose2d(
+        to_nchw(torch, y), torch.from_numpy(k).permute(3, 2, 0, 1), stride=strides
+    )
     np.testing.assert_allclose(back, from_nchw(expected), rtol=1e-10, atol=1e-10)
 
     pooled = max_pool2d(f64(x), (2, 3), strides, "valid").numpy()
@@ -497,5 +608,7 @@ def test_non_square_strides_against_torch_and_finite_differences(torch, strides)
 
     small, ks = rng.standard_normal((1, 5, 6, 2)), rng.standard_normal((2, 3, 2, 2))
     assert gradcheck(lambda a, w: conv2d(a, w, strides=strides, padding="same"), [small, ks])
-    assert gradcheck(lambda a, w: conv2d_transpose(a, w, strides=strides, padding="same"), [small, ks])
+    assert gradcheck(
+        lambda a, w: conv2d_transpose(a, w, strides=strides, padding="same"), [small, ks]
+    )
     assert gradcheck(lambda a: max_pool2d(a, (2, 2), strides, "same"), [small])

@@ -1,5 +1,6 @@
 """Optimisers: Adam against PyTorch and against the paper's Algorithm 1, SGD against
 PyTorch, and training that resumes exactly from a checkpoint."""
+
 import numpy as np
 import pytest
 
@@ -41,7 +42,9 @@ def torch_trajectory(torch, make_optimizer, steps):
 
 def assert_same_path(ours, theirs, atol):
     for step, ((w1, b1), (w2, b2)) in enumerate(zip(ours, theirs)):
-        np.testing.assert_allclose(w1, w2, rtol=0, atol=atol, err_msg=f"kernel after step {step + 1}")
+        np.testing.assert_allclose(
+            w1, w2, rtol=0, atol=atol, err_msg=f"kernel after step {step + 1}"
+        )
         np.testing.assert_allclose(b1, b2, rtol=0, atol=atol, err_msg=f"bias after step {step + 1}")
 
 
@@ -55,12 +58,15 @@ def test_adam_follows_torch_for_100_steps(torch):
 def test_sgd_with_and_without_momentum_follows_torch(torch):
     for momentum in (0.0, 0.9):
         ours = minivae_trajectory(lambda p: SGD(p, lr=0.1, momentum=momentum), 50)
-        theirs = torch_trajectory(torch, lambda p: torch.optim.SGD(p, lr=0.1, momentum=momentum), 50)
+        theirs = torch_trajectory(
+            torch, lambda p: torch.optim.SGD(p, lr=0.1, momentum=momentum), 50
+        )
         assert_same_path(ours, theirs, atol=1e-10)
 
 
 def test_adam_is_the_papers_algorithm_1():
-    """Kingma & Ba (2015), Algorithm 1, transcribed line by line, on f(theta) = |A theta - c|^2 / 2."""
+    """Kingma & Ba (2015), Algorithm 1, transcribed line by line, on f(theta) = |A theta - c|^2 /
+    2."""
     a, c, theta0 = RNG.standard_normal((5, 4)), RNG.standard_normal(5), RNG.standard_normal(4)
     alpha, beta1, beta2, epsilon = 0.01, 0.9, 0.999, 1e-7
 
@@ -81,7 +87,9 @@ def test_adam_is_the_papers_algorithm_1():
         opt.zero_grad()
         (((at @ p - ct) ** 2).sum() / 2).backward()
         opt.step()
-        np.testing.assert_allclose(p.numpy(), expected[step], rtol=1e-12, atol=1e-12, err_msg=f"step {step + 1}")
+        np.testing.assert_allclose(
+            p.numpy(), expected[step], rtol=1e-12, atol=1e-12, err_msg=f"step {step + 1}"
+        )
 
 
 def test_adam_defaults_are_keras():
@@ -110,7 +118,9 @@ def test_float32_stays_float32():
 
 
 def test_empty_parameter_list_is_refused():
-    with pytest.raises(ValueError, match=r"Adam: got an empty parameter list \(build the model first\)"):
+    with pytest.raises(
+        ValueError, match=r"Adam: got an empty parameter list \(build the model first\)"
+    ):
         Adam(nn.Dense(3).parameters())
 
 
@@ -118,9 +128,15 @@ def test_empty_parameter_list_is_refused():
 
 
 def small_cnn():
-    return nn.Sequential([nn.Conv2D(3, 3, activation="relu"), nn.MaxPool2D(2),
-                          nn.Conv2DTranspose(2, 3, strides=2, padding="same", activation="tanh"),
-                          nn.Flatten(), nn.Dense(1)])
+    return nn.Sequential(
+        [
+            nn.Conv2D(3, 3, activation="relu"),
+            nn.MaxPool2D(2),
+            nn.Conv2DTranspose(2, 3, strides=2, padding="same", activation="tanh"),
+            nn.Flatten(),
+            nn.Dense(1),
+        ]
+    )
 
 
 DATA = np.random.default_rng(1).uniform(size=(4, 6, 6, 1)).astype(np.float32)
@@ -171,11 +187,21 @@ def test_loading_a_state_that_does_not_fit_names_it_and_changes_nothing():
     before = adam.state_dict()
 
     sgd = SGD(model.parameters(), momentum=0.9)
-    with pytest.raises(ValueError, match=r"Adam.load_state_dict: the state does not fit this optimiser \(missing \['m.0'"):
+    with pytest.raises(
+        ValueError,
+        match=r"Adam.load_state_dict: the state does not fit this optimiser \(missing \['m.0'",
+    ):
         adam.load_state_dict(sgd.state_dict())
 
-    other = nn.Sequential([nn.Conv2D(4, 3), nn.MaxPool2D(2), nn.Conv2DTranspose(2, 3, strides=2, padding="same"),
-                           nn.Flatten(), nn.Dense(1)])
+    other = nn.Sequential(
+        [
+            nn.Conv2D(4, 3),
+            nn.MaxPool2D(2),
+            nn.Conv2DTranspose(2, 3, strides=2, padding="same"),
+            nn.Flatten(),
+            nn.Dense(1),
+        ]
+    )
     other.build(DATA.shape[1:])
     expected = r"state m.0 has shape \(3, 3, 1, 4\), the parameter it belongs to has \(3, 3, 1, 3\)"
     with pytest.raises(ValueError, match=expected):

@@ -6,6 +6,7 @@ its explicit door onto the device, the learner's pitfalls (a reused node, backwa
 twice, a freed graph), deep graphs, flat memory, no_grad, float32 end to end, and the
 errors for bad input.
 """
+
 import gc
 import re
 import tracemalloc
@@ -26,18 +27,21 @@ def grad_of(t) -> np.ndarray:
 # --- the constructor: dtypes, and the one explicit door onto the device -------------
 
 
-@pytest.mark.parametrize("data, dtype, expected", [
-    (np.ones(2, dtype=np.float64), None, "float64"),  # a float array keeps its dtype
-    (np.ones(2, dtype=np.float32), None, "float32"),
-    (np.float64(1.5), None, "float64"),  # so does a NumPy float scalar
-    (1.5, None, "float32"),  # Python numbers and lists become float32
-    (3, None, "float32"),
-    ([[1, 2], [3, 4]], None, "float32"),
-    (np.arange(3), None, "float32"),  # so do integer and boolean arrays
-    (np.array([True, False]), None, "float32"),
-    ([1.0, 2.0], "float64", "float64"),  # dtype= forces
-    (np.ones(2, dtype=np.float64), "float32", "float32"),
-])
+@pytest.mark.parametrize(
+    "data, dtype, expected",
+    [
+        (np.ones(2, dtype=np.float64), None, "float64"),  # a float array keeps its dtype
+        (np.ones(2, dtype=np.float32), None, "float32"),
+        (np.float64(1.5), None, "float64"),  # so does a NumPy float scalar
+        (1.5, None, "float32"),  # Python numbers and lists become float32
+        (3, None, "float32"),
+        ([[1, 2], [3, 4]], None, "float32"),
+        (np.arange(3), None, "float32"),  # so do integer and boolean arrays
+        (np.array([True, False]), None, "float32"),
+        ([1.0, 2.0], "float64", "float64"),  # dtype= forces
+        (np.ones(2, dtype=np.float64), "float32", "float32"),
+    ],
+)
 def test_constructor_dtype_rules(data, dtype, expected):
     t = Tensor(data, dtype=dtype)
     assert t.dtype == backend.dtype(expected)
@@ -46,7 +50,9 @@ def test_constructor_dtype_rules(data, dtype, expected):
 
 
 def test_constructor_refuses_other_dtypes():
-    with pytest.raises(TypeError, match="Tensor: dtype must be 'float32' or 'float64', got 'int32'"):
+    with pytest.raises(
+        TypeError, match="Tensor: dtype must be 'float32' or 'float64', got 'int32'"
+    ):
         Tensor([1, 2], dtype="int32")
 
 
@@ -71,7 +77,9 @@ def test_raw_arrays_of_another_device_are_refused_in_ops():
         t + foreign
     with pytest.raises(TypeError, match="multiply: cannot combine"):
         t * foreign
-    with pytest.raises(TypeError, match="add: cannot combine a Tensor on backend 'numpy' with builtins.list"):
+    with pytest.raises(
+        TypeError, match="add: cannot combine a Tensor on backend 'numpy' with builtins.list"
+    ):
         with minivae.use_backend("numpy"):
             Tensor([1.0]) + [1.0]
 
@@ -80,8 +88,13 @@ def test_raw_arrays_of_another_device_are_refused_in_ops():
 def test_numpy_arrays_are_refused_in_ops_on_a_device_backend():
     t = Tensor([1.0, 2.0])
     name = minivae.get_backend().name
-    with pytest.raises(TypeError, match=re.escape(f"subtract: cannot combine a Tensor on backend '{name}' with "
-                                                  "numpy.ndarray; wrap it in Tensor(...)")):
+    with pytest.raises(
+        TypeError,
+        match=re.escape(
+            f"subtract: cannot combine a Tensor on backend '{name}' with "
+            "numpy.ndarray; wrap it in Tensor(...)"
+        ),
+    ):
         t - np.ones(2)
     with pytest.raises(TypeError, match="add: cannot combine"):
         np.ones(2) + t  # NumPy hands the operation to the Tensor (Tensor.__array_ufunc__ = None)
@@ -107,11 +120,23 @@ def test_numpy_array_on_the_left_gives_a_tensor():
 def test_numbers_take_the_tensor_dtype():
     for number in [2, 2.5, np.float64(2.5), np.float32(2.5), True]:
         x = Tensor([1.0], dtype="float32")
-        assert (x * number).dtype == x.dtype and (number - x).dtype == x.dtype and (x**number).dtype == x.dtype
+        assert (
+            (x * number).dtype == x.dtype
+            and (number - x).dtype == x.dtype
+            and (x**number).dtype == x.dtype
+        )
 
 
-@pytest.mark.parametrize("make", [lambda a, b: a + b, lambda a, b: a @ b, lambda a, b: F.concatenate([a, b]),
-                                  lambda a, b: F.stack([a, b]), lambda a, b: F.maximum(a, b)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda a, b: a + b,
+        lambda a, b: a @ b,
+        lambda a, b: F.concatenate([a, b]),
+        lambda a, b: F.stack([a, b]),
+        lambda a, b: F.maximum(a, b),
+    ],
+)
 def test_mixing_tensors_from_two_backends_names_both(make):
     with minivae.use_backend("numpy"):
         a = Tensor([1.0, 2.0])
@@ -160,7 +185,9 @@ def test_second_backward_through_a_freed_graph_raises():
     h = x.exp()
     loss = h.sum()
     loss.backward()
-    with pytest.raises(RuntimeError, match="a second time: its graph was freed by the first backward"):
+    with pytest.raises(
+        RuntimeError, match="a second time: its graph was freed by the first backward"
+    ):
         loss.backward()
     with pytest.raises(RuntimeError, match="a second time"):
         (h * 2.0).sum().backward()  # a new graph through the freed part raises too
@@ -215,7 +242,8 @@ def test_a_graph_with_exponentially_many_paths_is_walked_once_per_node():
 
 def live_tensors() -> int:
     gc.collect()
-    return sum(type(o) is Tensor for o in gc.get_objects())  # type(), not isinstance(): that would wake lazy torch modules
+    # type(), not isinstance(): that would wake lazy torch modules
+    return sum(type(o) is Tensor for o in gc.get_objects())
 
 
 def test_memory_stays_flat_over_2000_steps_even_when_every_loss_is_kept():
@@ -247,7 +275,8 @@ def test_memory_stays_flat_over_2000_steps_even_when_every_loss_is_kept():
     finally:
         tracemalloc.stop()
     assert tensors_after - tensors_before <= 2000  # the kept losses themselves, nothing behind them
-    assert (bytes_after - bytes_before) / 2000 < activation_bytes  # per step, less than one activation
+    # per step, less than one activation
+    assert (bytes_after - bytes_before) / 2000 < activation_bytes
 
 
 # --- no_grad, detach -------------------------------------------------------------------
@@ -299,10 +328,12 @@ def test_dtype_is_kept_through_forward_and_backward(dtype):
     for node in loss._topological_order():
         assert node.dtype == expected, node.op
         if node.grad_fn is not None:  # record what flows through each backward
+
             def spy(g, inner=node.grad_fn, name=node.op):
                 grads = inner(g)
                 seen.append((name, g.dtype, [pg.dtype for pg in grads if pg is not None]))
                 return grads
+
             node.grad_fn = spy
     loss.backward()
     assert len(seen) > 30
@@ -316,9 +347,14 @@ def test_dtype_is_kept_through_forward_and_backward(dtype):
 
 def test_backward_on_a_non_scalar_needs_grad():
     y = Tensor(np.ones((2, 3)), requires_grad=True) * 2.0
-    with pytest.raises(ValueError, match=re.escape("backward() on a non-scalar tensor of shape (2, 3) needs `grad`")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape("backward() on a non-scalar tensor of shape (2, 3) needs `grad`"),
+    ):
         y.backward()
-    with pytest.raises(ValueError, match=re.escape("backward(): grad has shape (3,), tensor has (2, 3)")):
+    with pytest.raises(
+        ValueError, match=re.escape("backward(): grad has shape (3,), tensor has (2, 3)")
+    ):
         y.backward(Tensor(np.ones(3)))
 
 
@@ -333,18 +369,45 @@ def test_backward_on_a_constant_says_so():
         (Tensor([1.0]) * 2.0).sum().backward()
 
 
-@pytest.mark.parametrize("call, error, message", [
-    (lambda t: t.sum(axis=2), ValueError, "sum: axis 2 is out of range for a tensor with 2 axes"),
-    (lambda t: t.mean(axis=-3), ValueError, "mean: axis -3 is out of range for a tensor with 2 axes"),
-    (lambda t: t.reshape(4, 2), ValueError, "reshape: cannot reshape (2, 3) (6 elements) to (4, 2)"),
-    (lambda t: t.transpose(0, 0), ValueError, "transpose: axes (0, 0) are not a permutation of the 2 axes"),
-    (lambda t: t[None], TypeError, "Tensor[...]: only basic indexing (ints, slices, ...) is supported"),
-    (lambda t: t[np.array([0, 1])], TypeError, "Tensor[...]: only basic indexing"),
-    (lambda t: t[0, 0, 0], IndexError, "Tensor[...]: (0, 0, 0) indexes more axes than the 2 of shape (2, 3)"),
-    (lambda t: t ** Tensor(2.0), TypeError, "Tensor ** p: p must be a Python number"),
-    (lambda t: t ** np.ones(2), TypeError, "Tensor ** p: p must be a Python number"),
-    (lambda t: len(t.sum()), TypeError, "len() of a 0-d Tensor"),
-])
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (
+            lambda t: t.sum(axis=2),
+            ValueError,
+            "sum: axis 2 is out of range for a tensor with 2 axes",
+        ),
+        (
+            lambda t: t.mean(axis=-3),
+            ValueError,
+            "mean: axis -3 is out of range for a tensor with 2 axes",
+        ),
+        (
+            lambda t: t.reshape(4, 2),
+            ValueError,
+            "reshape: cannot reshape (2, 3) (6 elements) to (4, 2)",
+        ),
+        (
+            lambda t: t.transpose(0, 0),
+            ValueError,
+            "transpose: axes (0, 0) are not a permutation of the 2 axes",
+        ),
+        (
+            lambda t: t[None],
+            TypeError,
+            "Tensor[...]: only basic indexing (ints, slices, ...) is supported",
+        ),
+        (lambda t: t[np.array([0, 1])], TypeError, "Tensor[...]: only basic indexing"),
+        (
+            lambda t: t[0, 0, 0],
+            IndexError,
+            "Tensor[...]: (0, 0, 0) indexes more axes than the 2 of shape (2, 3)",
+        ),
+        (lambda t: t ** Tensor(2.0), TypeError, "Tensor ** p: p must be a Python number"),
+        (lambda t: t ** np.ones(2), TypeError, "Tensor ** p: p must be a Python number"),
+        (lambda t: len(t.sum()), TypeError, "len() of a 0-d Tensor"),
+    ],
+)
 def test_bad_arguments_name_the_op(call, error, message):
     with pytest.raises(error, match=re.escape(message)):
         call(Tensor(np.ones((2, 3))))
@@ -352,8 +415,12 @@ def test_bad_arguments_name_the_op(call, error, message):
 
 def test_comparisons_give_boolean_arrays_without_graph():
     x = Tensor([1.0, 2.0, 3.0], requires_grad=True)
-    for result, expected in [(x > 2.0, [False, False, True]), (x <= Tensor([1.0, 1.0, 4.0]), [True, False, True]),
-                             (x < 2.0, [True, False, False]), (x >= 2.0, [False, True, True])]:
+    for result, expected in [
+        (x > 2.0, [False, False, True]),
+        (x <= Tensor([1.0, 1.0, 4.0]), [True, False, True]),
+        (x < 2.0, [True, False, False]),
+        (x >= 2.0, [False, True, True]),
+    ]:
         assert backend.is_array(result) and result.dtype == backend.xp().bool
         np.testing.assert_array_equal(to_numpy(result), expected)
     assert x == x and x != Tensor([1.0, 2.0, 3.0])  # == is identity: tensors can sit in sets

@@ -1,11 +1,11 @@
 """fit(), the training step and checkpoints (minivae.train), on every backend."""
+
 import numpy as np
 import pytest
 
 import minivae
-from minivae import backend
+from minivae import backend, train
 from minivae import functional as F
-from minivae import train
 from minivae.nn import Dense, Module, Sequential
 from minivae.optim import SGD, Adam
 from minivae.tensor import Tensor
@@ -27,6 +27,7 @@ def _mse(model):
     def loss_fn(x):
         err = model(x) - x
         return {"loss": (err * err).sum(axis=-1).mean(), "mae": F.abs(err).mean()}
+
     return loss_fn
 
 
@@ -34,8 +35,19 @@ def _run(epochs, seed=0, history=None, model=None, optimizer=None, verbose=False
     model = _autoencoder() if model is None else model
     optimizer = Adam(model.parameters(), lr=1e-2) if optimizer is None else optimizer
     x = _data()
-    history = train.fit(model, _mse(model), optimizer, x[:32], x[32:], epochs=epochs, batch_size=10,
-                        seed=seed, verbose=verbose, history=history, **kw)
+    history = train.fit(
+        model,
+        _mse(model),
+        optimizer,
+        x[:32],
+        x[32:],
+        epochs=epochs,
+        batch_size=10,
+        seed=seed,
+        verbose=verbose,
+        history=history,
+        **kw,
+    )
     return model, optimizer, history
 
 
@@ -80,7 +92,9 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     optimizer = Adam(model.parameters(), lr=1e-2)
     history = train.load_checkpoint(tmp_path / "ckpt.npz", model, optimizer)
     assert len(history) == 2 and optimizer.t == 2 * 4  # 32 training rows in batches of 10
-    model, _, resumed = _run(epochs=4, history=history, model=model, optimizer=optimizer, patience=10)
+    model, _, resumed = _run(
+        epochs=4, history=history, model=model, optimizer=optimizer, patience=10
+    )
 
     assert resumed.metrics == full.metrics  # bit for bit
     for (name, a), (_, b) in zip(full_model.named_parameters(), model.named_parameters()):
@@ -104,9 +118,18 @@ def test_early_stopping_restores_the_best_weights():
         d = x - model.w
         return {"loss": (d * d).mean()}
 
-    history = train.fit(model, loss_fn, SGD(model.parameters(), lr=0.1), np.ones((8, 1), np.float32),
-                        -np.ones((8, 1), np.float32), epochs=50, batch_size=4, patience=2, verbose=False,
-                        on_epoch_end=lambda h: seen.append(model.w.numpy().copy()))
+    history = train.fit(
+        model,
+        loss_fn,
+        SGD(model.parameters(), lr=0.1),
+        np.ones((8, 1), np.float32),
+        -np.ones((8, 1), np.float32),
+        epochs=50,
+        batch_size=4,
+        patience=2,
+        verbose=False,
+        on_epoch_end=lambda h: seen.append(model.w.numpy().copy()),
+    )
     assert len(history) == 3 and history.best_epoch("val_loss") == 0
     assert "early stopping" in history.stopped and "epoch 1" in history.stopped
     np.testing.assert_array_equal(model.w.numpy(), seen[0])
@@ -118,8 +141,16 @@ def test_nan_stops_training_and_keeps_the_last_good_weights(capsys):
     model = Scalar(1.0)
     ones = np.ones((4, 1), np.float32)
     with np.errstate(invalid="ignore"):
-        history = train.fit(model, lambda x: {"loss": F.log(model.w).sum()}, SGD(model.parameters(), lr=0.4),
-                            ones, ones, epochs=10, batch_size=4, verbose=False)
+        history = train.fit(
+            model,
+            lambda x: {"loss": F.log(model.w).sum()},
+            SGD(model.parameters(), lr=0.4),
+            ones,
+            ones,
+            epochs=10,
+            batch_size=4,
+            verbose=False,
+        )
     assert len(history) == 1 and np.isfinite(history.metrics["val_loss"]).all()
     assert "epoch 2: val_loss became nan" in history.stopped
     assert "epoch 2: val_loss became nan" in capsys.readouterr().err  # said even when quiet
@@ -127,16 +158,28 @@ def test_nan_stops_training_and_keeps_the_last_good_weights(capsys):
 
 
 def test_nan_stop_restores_the_optimiser_state_too():
-    # Adam's moments see the NaN gradient of the bad epoch; they must be rolled back with the weights.
+    # Adam's moments see the NaN gradient of the bad epoch; they must be rolled back with the
+    # weights.
     model = Scalar(1.0)
     ones = np.ones((4, 1), np.float32)
     opt = Adam(model.parameters(), lr=0.7)
     with np.errstate(invalid="ignore", divide="ignore"):
-        history = train.fit(model, lambda x: {"loss": F.log(model.w).sum()}, opt, ones, ones,
-                            epochs=10, batch_size=4, verbose=False)
+        history = train.fit(
+            model,
+            lambda x: {"loss": F.log(model.w).sum()},
+            opt,
+            ones,
+            ones,
+            epochs=10,
+            batch_size=4,
+            verbose=False,
+        )
     assert history.stopped is not None and "optimiser state" in history.stopped
     assert opt.t == len(history)  # one step per epoch: the bad epoch's step is undone
-    assert np.isfinite(minivae.to_numpy(opt.m[0])).all() and np.isfinite(minivae.to_numpy(opt.v[0])).all()
+    assert (
+        np.isfinite(minivae.to_numpy(opt.m[0])).all()
+        and np.isfinite(minivae.to_numpy(opt.v[0])).all()
+    )
     assert np.isfinite(model.w.numpy()).all()
 
 
@@ -150,13 +193,22 @@ def test_metrics_are_read_from_the_device_once_per_epoch(monkeypatch):
         array_type = type(backend.asarray([0.0]))
         for name in ("__float__", "__bool__", "__int__", "__index__"):
             method = getattr(array_type, name)
-            monkeypatch.setattr(array_type, name, lambda self, _m=method: reads.append(1) or _m(self))
+            monkeypatch.setattr(
+                array_type, name, lambda self, _m=method: reads.append(1) or _m(self)
+            )
     counts = []
     for batch_size in (16, 2):  # 2 and 16 steps per epoch
         reads.clear()
         model = _autoencoder()
-        train.fit(model, _mse(model), Adam(model.parameters()), _data(32), epochs=2, batch_size=batch_size,
-                  verbose=False)
+        train.fit(
+            model,
+            _mse(model),
+            Adam(model.parameters()),
+            _data(32),
+            epochs=2,
+            batch_size=batch_size,
+            verbose=False,
+        )
         counts.append(len(reads))
     assert counts[0] == counts[1]
 
@@ -199,8 +251,15 @@ def test_to_device_scales_uint8_images_to_float32():
 def test_loss_fn_must_return_scalars():
     model = _autoencoder()
     with pytest.raises(ValueError, match="'err' has shape \\(10, 6\\)"):
-        train.fit(model, lambda x: {"loss": model(x).sum(), "err": model(x)}, Adam(model.parameters()), _data(), epochs=1,
-                  batch_size=10, verbose=False)
+        train.fit(
+            model,
+            lambda x: {"loss": model(x).sum(), "err": model(x)},
+            Adam(model.parameters()),
+            _data(),
+            epochs=1,
+            batch_size=10,
+            verbose=False,
+        )
 
 
 def test_history_csv_has_one_row_per_epoch():
@@ -210,5 +269,3 @@ def test_history_csv_has_one_row_per_epoch():
     table = np.array([[float(v) for v in row.split(",")] for row in rows[1:]])
     np.testing.assert_array_equal(table[:, 0], [1, 2, 3])
     np.testing.assert_array_equal(table[:, 4], history.metrics["val_loss"])
-
-

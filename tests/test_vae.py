@@ -7,6 +7,7 @@
   to log p(x) from numerical integration when the latent space is one-dimensional.
 Statistical checks use fixed seeds and allow 4 standard errors, estimated from the draws.
 """
+
 import math
 
 import numpy as np
@@ -50,7 +51,9 @@ def test_api_shapes_and_parts():
     vae, x = tiny_vae(), data()
     parts = vae.elbo(x)
     assert set(parts) == {"loss", "kl", "nll"} and all(t.shape == () for t in parts.values())
-    assert float(parts["loss"].numpy()) == pytest.approx(float((parts["nll"] + parts["kl"]).numpy()), rel=1e-14)
+    assert float(parts["loss"].numpy()) == pytest.approx(
+        float((parts["nll"] + parts["kl"]).numpy()), rel=1e-14
+    )
     assert isinstance(vae.prior, StandardNormal) and vae.prior.shape == (2,)
     assert vae.parameters() == vae.encoder.parameters() + vae.decoder.parameters()
     q = vae.encode(x)
@@ -90,7 +93,8 @@ def test_elbo_is_the_lecture_loss(log_std_min):
 
 
 def test_elbo_bernoulli_and_the_sample_it_decodes():
-    """nll = -sum x log p + (1-x) log(1-p), decoded at z = mu + exp(0.5 log_var) eps (eq. (3)/(4) with L=2)."""
+    """nll = -sum x log p + (1-x) log(1-p), decoded at z = mu + exp(0.5 log_var) eps (eq. (3)/(4)
+    with L=2)."""
     rng = np.random.default_rng(2)
     x, h, eps = rng.uniform(size=(3, 4)), rng.normal(size=(3, 2)), rng.normal(size=(2, 3, 1))
     W = rng.normal(size=(1, 4))
@@ -106,12 +110,22 @@ def test_full_posterior_with_zero_off_diagonal_is_the_diagonal_one():
     rng = np.random.default_rng(3)
     x, mu, log_std, eps = rng.uniform(size=(4, 6)), *rng.normal(size=(3, 4, 3))
     decoder = Sequential([Dense(5, "tanh"), Dense(12)])
-    full = VAE(constant_encoder(T(np.concatenate([mu, log_std, np.zeros((4, 3))], -1))), decoder, posterior="full")
+    full = VAE(
+        constant_encoder(T(np.concatenate([mu, log_std, np.zeros((4, 3))], -1))),
+        decoder,
+        posterior="full",
+    )
     diag = VAE(constant_encoder(T(np.concatenate([mu, 2 * log_std], -1))), decoder)
     for est in ("analytic", "mc"):
-        a, b = full.elbo(T(x), eps=T(eps), estimator=est), diag.elbo(T(x), eps=T(eps), estimator=est)
+        a, b = (
+            full.elbo(T(x), eps=T(eps), estimator=est),
+            diag.elbo(T(x), eps=T(eps), estimator=est),
+        )
         for key in a:
-            assert float(a[key].numpy()) == pytest.approx(float(b[key].numpy()), rel=1e-12), (est, key)
+            assert float(a[key].numpy()) == pytest.approx(float(b[key].numpy()), rel=1e-12), (
+                est,
+                key,
+            )
 
 
 def test_float32_stays_float32():
@@ -135,8 +149,13 @@ def test_gradcheck_elbo_with_noise_held_fixed(estimator, posterior, likelihood):
     vae, x = tiny_vae(likelihood, posterior), data()
     eps = T(np.random.default_rng(4).normal(size=(3, 4, 2)))  # L=3 samples, held fixed
     vae.elbo(x)  # build the weights (float64, from x)
-    slots = [(layer, attr) for net in (vae.encoder, vae.decoder) for layer in net.layers
-             for attr in ("kernel", "bias") if getattr(layer, attr, None) is not None]
+    slots = [
+        (layer, attr)
+        for net in (vae.encoder, vae.decoder)
+        for layer in net.layers
+        for attr in ("kernel", "bias")
+        if getattr(layer, attr, None) is not None
+    ]
 
     def loss(*weights):
         for (layer, attr), w in zip(slots, weights):
@@ -147,11 +166,14 @@ def test_gradcheck_elbo_with_noise_held_fixed(estimator, posterior, likelihood):
 
 
 def test_analytic_kl_equals_the_monte_carlo_kl():
-    """Same encoder outputs: 'mc' kl (E_q[log q - log p], eq. (3)) averages to the closed form (eq. (24))."""
+    """Same encoder outputs: 'mc' kl (E_q[log q - log p], eq. (3)) averages to the closed form (eq.
+    (24))."""
     vae, x = tiny_vae(posterior="full", l=3), data(n=6)
     analytic = vae.elbo(x)
     with no_grad():
-        mc = np.array([float(vae.elbo(x, samples=100, estimator="mc")["kl"].numpy()) for _ in range(40)])
+        mc = np.array(
+            [float(vae.elbo(x, samples=100, estimator="mc")["kl"].numpy()) for _ in range(40)]
+        )
     assert float(analytic["kl"].numpy()) > 0
     se = mc.std(ddof=1) / math.sqrt(len(mc))
     assert abs(mc.mean() - float(analytic["kl"].numpy())) < SE * se
@@ -175,7 +197,8 @@ def one_dim_vae(n=32):
 
 
 def quadrature_log_px(vae, x):
-    """log of the Riemann sum of p(x|z) p(z) over z in [-12, 12] (the prior's tails beyond: < e^-72)."""
+    """log of the Riemann sum of p(x|z) p(z) over z in [-12, 12] (the prior's tails beyond: <
+    e^-72)."""
     z = np.linspace(-12, 12, 4001).reshape(-1, 1, 1)
     with no_grad():
         log_joint = vae.decode(T(z)).log_prob(x) + vae.prior.log_prob(T(z))
@@ -185,7 +208,9 @@ def quadrature_log_px(vae, x):
 def test_log_marginal_matches_numerical_integration():
     vae, x = one_dim_vae()
     exact = quadrature_log_px(vae, x).mean()
-    reps = np.array([minivae.to_numpy(vae.log_marginal(x, samples=5000, chunk=1000)).mean() for _ in range(8)])
+    reps = np.array(
+        [minivae.to_numpy(vae.log_marginal(x, samples=5000, chunk=1000)).mean() for _ in range(8)]
+    )
     se = reps.std(ddof=1) / math.sqrt(len(reps))
     assert abs(reps.mean() - exact) < SE * se, (reps.mean(), exact, se)
 
@@ -196,10 +221,15 @@ def test_log_marginal_is_above_the_elbo_and_tightens_with_K():
         elbo = -float(vae.elbo(x, samples=5000)["loss"].numpy())
     means, ses = {}, {}
     for K in (1, 10, 100):
-        reps = np.array([minivae.to_numpy(vae.log_marginal(x, samples=K)).mean() for _ in range(64)])
+        reps = np.array(
+            [minivae.to_numpy(vae.log_marginal(x, samples=K)).mean() for _ in range(64)]
+        )
         means[K], ses[K] = reps.mean(), reps.std(ddof=1) / math.sqrt(len(reps))
-    print(f"ELBO {elbo:.4f}, log p(x) estimates", {K: f"{m:.4f} +- {ses[K]:.4f}" for K, m in means.items()},
-          f"exact {quadrature_log_px(vae, x).mean():.4f}")
+    print(
+        f"ELBO {elbo:.4f}, log p(x) estimates",
+        {K: f"{m:.4f} +- {ses[K]:.4f}" for K, m in means.items()},
+        f"exact {quadrature_log_px(vae, x).mean():.4f}",
+    )
     assert abs(means[1] - elbo) < SE * ses[1]  # K = 1 is estimator A: the ELBO on average
     for small, big in ((1, 10), (10, 100)):
         assert means[big] - means[small] > SE * math.hypot(ses[big], ses[small])
@@ -211,7 +241,8 @@ def test_log_marginal_chunks_draw_the_same_numbers():
     minivae.seed(3)
     whole = minivae.to_numpy(vae.log_marginal(x, samples=250, chunk=250))
     minivae.seed(3)
-    chunked = minivae.to_numpy(vae.log_marginal(x, samples=250, chunk=7))  # 35 chunks of 7, one of 5
+    # 35 chunks of 7, one of 5
+    chunked = minivae.to_numpy(vae.log_marginal(x, samples=250, chunk=7))
     assert whole.shape == (4,)
     np.testing.assert_allclose(chunked, whole, rtol=1e-12)
 
@@ -220,7 +251,11 @@ def test_log_marginal_chunks_draw_the_same_numbers():
 
 
 def test_likelihood_floor_reaches_the_vae():
-    vae = VAE(constant_encoder(T(np.zeros((2, 2)))), lambda z: T(np.full((2, 6), -100.0)) + 0 * z.sum(), log_std_min=-3.0)
+    vae = VAE(
+        constant_encoder(T(np.zeros((2, 2)))),
+        lambda z: T(np.full((2, 6), -100.0)) + 0 * z.sum(),
+        log_std_min=-3.0,
+    )
     vae.encode(T(np.zeros((2, 3))))
     assert np.all(vae.decode(T(np.zeros((2, 1)))).log_std.numpy() >= -3.0)
     assert np.isfinite(float(vae.elbo(T(np.full((2, 3), 0.5)))["loss"].numpy()))
@@ -233,31 +268,52 @@ def test_bad_input_errors_say_what_was_wrong():
     with pytest.raises(ValueError, match=r"VAE.decode: the data shape is not known yet"):
         vae.decode(T(np.zeros((1, 2))))
     for bad in (0, -1, 1.5, True):
-        with pytest.raises(ValueError, match=rf"VAE.elbo: samples must be a positive integer, got {bad!r}"):
+        with pytest.raises(
+            ValueError, match=rf"VAE.elbo: samples must be a positive integer, got {bad!r}"
+        ):
             vae.elbo(x, samples=bad)
-    with pytest.raises(ValueError, match=r"VAE.log_marginal: chunk must be a positive integer, got 0"):
+    with pytest.raises(
+        ValueError, match=r"VAE.log_marginal: chunk must be a positive integer, got 0"
+    ):
         vae.log_marginal(x, chunk=0)
-    with pytest.raises(ValueError, match=r"unknown estimator 'B'; expected one of \('analytic', 'mc'\)"):
+    with pytest.raises(
+        ValueError, match=r"unknown estimator 'B'; expected one of \('analytic', 'mc'\)"
+    ):
         vae.elbo(x, estimator="B")
     with pytest.raises(ValueError, match=r"unknown likelihood 'poisson'"):
         tiny_vae(likelihood="poisson")
     with pytest.raises(ValueError, match=r"unknown posterior 'tril'"):
         tiny_vae(posterior="tril")
-    with pytest.raises(ValueError, match=r"eps has shape \(2, 4, 2\), expected \(samples, N, l\) = \(3, 4, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"eps has shape \(2, 4, 2\), expected \(samples, N, l\) = \(3, 4, 2\)"
+    ):
         vae.elbo(x, samples=3, eps=T(np.zeros((2, 4, 2))))
-    with pytest.raises(ValueError, match=r"VAE.encode: expected a batch x of shape \(N, \.\.\.\), got \(6,\)"):
+    with pytest.raises(
+        ValueError, match=r"VAE.encode: expected a batch x of shape \(N, \.\.\.\), got \(6,\)"
+    ):
         vae.elbo(T(np.zeros(6)))
     # decoder output that does not fit x: 6 pixels need 12 outputs for a Gaussian
     wrong = VAE(Sequential([Flatten(), Dense(4)]), Sequential([Dense(10)]))
-    with pytest.raises(ValueError, match=r"decoder returned shape \(4, 10\); a 'gaussian' likelihood for data of "
-                                         r"shape \(N, 2, 3\) needs \(M, 12\) = 2 x 6"):
+    with pytest.raises(
+        ValueError,
+        match=r"decoder returned shape \(4, 10\); a 'gaussian' likelihood for data of "
+        r"shape \(N, 2, 3\) needs \(M, 12\) = 2 x 6",
+    ):
         wrong.elbo(x)
     wrong = VAE(Sequential([Flatten(), Dense(4)]), Sequential([Dense(12)]), likelihood="bernoulli")
     with pytest.raises(ValueError, match=r"needs \(M, 6\) = 6 logits"):
         wrong.elbo(x)
-    with pytest.raises(ValueError, match=r"'diag' posterior needs the encoder to return \(N, 2l\).*got \(4, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"'diag' posterior needs the encoder to return \(N, 2l\).*got \(4, 3\)"
+    ):
         VAE(Sequential([Flatten(), Dense(3)]), Sequential([Dense(12)])).elbo(x)
     with pytest.raises(ValueError, match=r"'full' posterior.*l=2: 5.*got \(4, 4\)"):
         VAE(Sequential([Flatten(), Dense(4)]), Sequential([Dense(12)]), posterior="full").elbo(x)
-    with pytest.raises(ValueError, match=r"the encoder gives a 2-dimensional latent, the prior has shape \(3,\)"):
-        VAE(Sequential([Flatten(), Dense(4)]), Sequential([Dense(12)]), prior=StandardNormal(3, "float64")).elbo(x)
+    with pytest.raises(
+        ValueError, match=r"the encoder gives a 2-dimensional latent, the prior has shape \(3,\)"
+    ):
+        VAE(
+            Sequential([Flatten(), Dense(4)]),
+            Sequential([Dense(12)]),
+            prior=StandardNormal(3, "float64"),
+        ).elbo(x)

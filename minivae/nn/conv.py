@@ -4,6 +4,7 @@ Each layer comes after its differentiable op (``conv2d``, ``conv2d_transpose``,
 ``max_pool2d``, ``upsampling2d``): a forward computed on arrays and its backward
 right beside it, built from the gather/scatter pair of ``im2col.py``.
 """
+
 from __future__ import annotations
 
 from .. import backend
@@ -21,11 +22,12 @@ from .im2col import (
 )
 from .layers import Layer, check_input, glorot_uniform, zeros
 
-
 # --- convolution --------------------------------------------------------------
 
 
-def conv2d(x: Tensor, kernel: Tensor, bias: Tensor | None = None, strides=(1, 1), padding="valid") -> Tensor:
+def conv2d(
+    x: Tensor, kernel: Tensor, bias: Tensor | None = None, strides=(1, 1), padding="valid"
+) -> Tensor:
     """x (N, H, W, C) convolved with kernel (kh, kw, C, F), plus bias (F,): out (N, oh, ow, F).
 
     (As in every deep-learning library this is a cross-correlation: the kernel is not flipped.)
@@ -48,7 +50,11 @@ def conv2d(x: Tensor, kernel: Tensor, bias: Tensor | None = None, strides=(1, 1)
         g2 = xp.reshape(g, (n * oh * ow, f))
         # out = cols @ kernel, so d(kernel) = cols^T g, and d(cols) = g kernel^T, which
         # col2im adds back onto the pixels each window was gathered from
-        gk = xp.reshape(xp.matrix_transpose(cols) @ g2, kernel.shape) if kernel.requires_grad else None
+        gk = (
+            xp.reshape(xp.matrix_transpose(cols) @ g2, kernel.shape)
+            if kernel.requires_grad
+            else None
+        )
         gx = None
         if x.requires_grad:  # (not for the images fed to the first layer)
             per_offset = xp.reshape(kernel.data, (kh * kw, c, f))
@@ -59,7 +65,9 @@ def conv2d(x: Tensor, kernel: Tensor, bias: Tensor | None = None, strides=(1, 1)
     return record(xp.reshape(out, (n, oh, ow, f)), parents, backward, "conv2d")
 
 
-def conv2d_transpose(x: Tensor, kernel: Tensor, bias: Tensor | None = None, strides=(1, 1), padding="valid") -> Tensor:
+def conv2d_transpose(
+    x: Tensor, kernel: Tensor, bias: Tensor | None = None, strides=(1, 1), padding="valid"
+) -> Tensor:
     """The adjoint of conv2d: x (N, h, w, C) with kernel (kh, kw, F, C), plus bias (F,), gives (N, H, W, F).
 
     conv2d maps an (H, W, F) image to (h, w, C) with this kernel; the transpose runs
@@ -77,19 +85,27 @@ def conv2d_transpose(x: Tensor, kernel: Tensor, bias: Tensor | None = None, stri
     padded_size = (oh + sum(pads[0]), ow + sum(pads[1]))
     x2 = xp.reshape(x.data, (n * h * w, c))
     per_offset = xp.reshape(kernel.data, (kh * kw, f, c))
-    cols = xp.reshape(x2 @ xp.matrix_transpose(per_offset), (kh * kw, n, h, w, f))  # one (pixels, F) per offset
+    # one (pixels, F) per offset
+    cols = xp.reshape(x2 @ xp.matrix_transpose(per_offset), (kh * kw, n, h, w, f))
     out = col2im(cols, padded_size, (kh, kw), strides)
     if bias is not None:
-        out += bias.data  # in place on the fresh array (the padding it also lands on is cut off next)
+        # in place on the fresh array (the padding it also lands on is cut off next)
+        out += bias.data
     out = crop2d(out, pads)
     parents = (x, kernel) if bias is None else (x, kernel, bias)
 
     def backward(g):
         # the adjoint of col2im is im2col: gather the gradient's windows, one per input pixel
-        gcols = xp.reshape(im2col(pad2d(g, pads), (kh, kw), strides, (h, w)), (n * h * w, kh * kw * f))
+        gcols = xp.reshape(
+            im2col(pad2d(g, pads), (kh, kw), strides, (h, w)), (n * h * w, kh * kw * f)
+        )
         k2 = xp.reshape(kernel.data, (kh * kw * f, c))
         gx = xp.reshape(gcols @ k2, x.shape) if x.requires_grad else None
-        gk = xp.reshape(xp.matrix_transpose(gcols) @ x2, kernel.shape) if kernel.requires_grad else None
+        gk = (
+            xp.reshape(xp.matrix_transpose(gcols) @ x2, kernel.shape)
+            if kernel.requires_grad
+            else None
+        )
         return (gx, gk) if bias is None else (gx, gk, _sum_rows(xp.reshape(g, (-1, f))))
 
     return record(out, parents, backward, "conv2d_transpose")
@@ -139,7 +155,10 @@ class Conv2D(_Conv):
     def _apply(self, x, kernel, bias, strides, padding):
         _, h, w, _ = x.shape
         if padding == "valid" and (h < self.kernel_size[0] or w < self.kernel_size[1]):
-            raise ValueError(f"{self.name}: input {x.shape} is smaller than the kernel {self.kernel_size} (padding 'valid')")
+            raise ValueError(
+                f"{self.name}: input {x.shape} is smaller than the kernel {self.kernel_size} "
+                "(padding 'valid')"
+            )
         return conv2d(x, kernel, bias, strides, padding)
 
 
@@ -205,8 +224,13 @@ class MaxPool2D(Layer):
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(self, x, 4)
-        if self.padding == "valid" and (x.shape[1] < self.pool_size[0] or x.shape[2] < self.pool_size[1]):
-            raise ValueError(f"{self.name}: input {x.shape} is smaller than the pool {self.pool_size} (padding 'valid')")
+        if self.padding == "valid" and (
+            x.shape[1] < self.pool_size[0] or x.shape[2] < self.pool_size[1]
+        ):
+            raise ValueError(
+                f"{self.name}: input {x.shape} is smaller than the pool {self.pool_size} (padding "
+                "'valid')"
+            )
         return max_pool2d(x, self.pool_size, self.strides, self.padding)
 
 
@@ -252,11 +276,16 @@ def _pair(value, what: str, layer) -> tuple[int, int]:
     """An int or a pair of positive ints, as Keras accepts for sizes and strides."""
     pair = (value, value) if isinstance(value, int) else tuple(value)
     if len(pair) != 2 or not all(isinstance(v, int) and v >= 1 for v in pair):
-        raise ValueError(f"{type(layer).__name__}: {what} must be a positive int or a pair of them, got {value!r}")
+        raise ValueError(
+            f"{type(layer).__name__}: {what} must be a positive int or a pair of them, got "
+            f"{value!r}"
+        )
     return pair
 
 
 def _padding(padding: str, layer) -> str:
     if str(padding).lower() not in PADDINGS:
-        raise ValueError(f"{type(layer).__name__}: padding must be one of {PADDINGS}, got {padding!r}")
+        raise ValueError(
+            f"{type(layer).__name__}: padding must be one of {PADDINGS}, got {padding!r}"
+        )
     return str(padding).lower()

@@ -38,6 +38,7 @@ Sizes follow Keras (and TensorFlow):
 * transposed convolution (``output_padding=None``): ``valid`` gives
   H s + max(kh - s, 0), ``same`` gives H s (Keras's deconv_output_length).
 """
+
 from __future__ import annotations
 
 from .. import backend
@@ -95,7 +96,12 @@ def window_offsets(kernel_size, strides, out_size):
     (kh, kw), (sh, sw), (oh, ow) = kernel_size, strides, out_size
     for i in range(kh):
         for j in range(kw):
-            yield (slice(None), slice(i, i + sh * (oh - 1) + 1, sh), slice(j, j + sw * (ow - 1) + 1, sw), slice(None))
+            yield (
+                slice(None),
+                slice(i, i + sh * (oh - 1) + 1, sh),
+                slice(j, j + sw * (ow - 1) + 1, sw),
+                slice(None),
+            )
 
 
 def im2col(x, kernel_size, strides, out_size):

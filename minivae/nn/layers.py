@@ -4,6 +4,7 @@ kernels, zero biases, weights created on the first call.
 Each layer keeps its weights in ``kernel`` and ``bias``, shaped as in Keras, so the
 parameter counts of ``summary()`` match a Keras lecture line for line.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,7 +29,10 @@ def get_activation(activation):
     if callable(activation):
         return activation
     if activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(map(str, ACTIVATIONS))} or a callable")
+        raise ValueError(
+            f"unknown activation {activation!r}; expected one of {sorted(map(str, ACTIVATIONS))} "
+            "or a callable"
+        )
     return ACTIVATIONS[activation]
 
 
@@ -72,12 +76,16 @@ class Dense(Layer):
     def forward(self, x: Tensor) -> Tensor:
         if self.kernel is None:
             if x.ndim < 2:
-                raise ValueError(f"Dense: expected input of shape (N, ..., features), got {x.shape}")
+                raise ValueError(
+                    f"Dense: expected input of shape (N, ..., features), got {x.shape}"
+                )
             n_in = x.shape[-1]
             self.kernel = glorot_uniform((n_in, self.units), n_in, self.units, x.dtype)
             self.bias = zeros((self.units,), x.dtype)
         elif x.ndim < 2 or x.shape[-1] != self.kernel.shape[0]:
-            raise ValueError(f"Dense: expected input of shape (N, ..., {self.kernel.shape[0]}), got {x.shape}")
+            raise ValueError(
+                f"Dense: expected input of shape (N, ..., {self.kernel.shape[0]}), got {x.shape}"
+            )
         return self.activation(x @ self.kernel + self.bias)
 
 
@@ -97,7 +105,10 @@ class Reshape(Layer):
 
     def forward(self, x: Tensor) -> Tensor:
         if math.prod(x.shape[1:]) != math.prod(self.target):
-            raise ValueError(f"Reshape: cannot reshape input {x.shape} to (N, {', '.join(map(str, self.target))})")
+            raise ValueError(
+                f"Reshape: cannot reshape input {x.shape} to (N, "
+                f"{', '.join(map(str, self.target))})"
+            )
         return x.reshape(x.shape[0], *self.target)
 
 

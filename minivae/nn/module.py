@@ -8,6 +8,7 @@ attributes were set, so they are stable from run to run and fit a checkpoint.
 Layers create their weights lazily, on the first call, when the input's shape
 is known (as Keras does); ``build(input_shape)`` makes that call on zeros.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -69,13 +70,13 @@ class Module:
         for p in self.parameters():
             p.grad = None
 
-    def train(self, mode: bool = True) -> "Module":
+    def train(self, mode: bool = True) -> Module:
         self.training = mode
         for child in self.children():
             child.train(mode)
         return self
 
-    def eval(self) -> "Module":
+    def eval(self) -> Module:
         return self.train(False)
 
     def build(self, input_shape, dtype="float32") -> tuple:
@@ -106,12 +107,25 @@ class Module:
         rows = [("Layer (type)", "Output Shape", "Param #")]
         for m, out in calls:
             if next(m.children(), None) is None:  # a layer, not a container of layers
-                rows.append((f"{names.get(id(m), '?')} ({type(m).__name__})", _shape_text(out), f"{m.count_params():,}"))
+                rows.append(
+                    (
+                        f"{names.get(id(m), '?')} ({type(m).__name__})",
+                        _shape_text(out),
+                        f"{m.count_params():,}",
+                    )
+                )
         widths = [max(len(row[i]) for row in rows) + 2 for i in range(3)]
         text = ["".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
         rule = "-" * sum(widths)
-        for line in (f'Model: "{type(self).__name__}"', rule, text[0], rule, *text[1:], rule,
-                     f"Total params: {self.count_params():,}"):
+        for line in (
+            f'Model: "{type(self).__name__}"',
+            rule,
+            text[0],
+            rule,
+            *text[1:],
+            rule,
+            f"Total params: {self.count_params():,}",
+        ):
             print_fn(line)
 
     # --- saving and loading --------------------------------------------------
@@ -131,17 +145,23 @@ class Module:
             )
         for name, p in params.items():
             if name not in arrays:
-                raise ValueError(f"load_weights: the file has no weight {name!r} (expected shape {p.shape})")
+                raise ValueError(
+                    f"load_weights: the file has no weight {name!r} (expected shape {p.shape})"
+                )
             if tuple(arrays[name].shape) != p.shape:
                 raise ValueError(
-                    f"load_weights: weight {name!r} has shape {tuple(arrays[name].shape)} in the file, "
+                    f"load_weights: weight {name!r} has shape {tuple(arrays[name].shape)} in the "
+                    "file, "
                     f"{p.shape} in the model"
                 )
         extra = sorted(set(arrays) - set(params))
         if extra:
-            raise ValueError(f"load_weights: the file has weights the model lacks, first {extra[0]!r}")
+            raise ValueError(
+                f"load_weights: the file has weights the model lacks, first {extra[0]!r}"
+            )
         for name, p in params.items():
-            p.data = backend.asarray(np.array(arrays[name]), dtype=p.dtype)  # a copy: the model owns it
+            # a copy: the model owns it
+            p.data = backend.asarray(np.array(arrays[name]), dtype=p.dtype)
 
     def save_weights(self, path) -> None:
         """Write all parameters to an ``.npz`` file, atomically (temporary file, then rename)."""
