@@ -10,7 +10,8 @@ q(z|x), 3. the decoder p(x|z), 4. the VAE and its ELBO, 5. the training step,
     python examples/frey.py --preset li-turner    # 20 latent dims, softplus, lr 5e-4
 
 The data are found through MINIVAE_DATA (see minivae/datasets.py). Everything is
-written to --out: metrics.json, history.csv, checkpoint.npz, five figures (--graph: elbo_graph.svg).
+written to --out: metrics.json, history.csv, checkpoint.npz, five figures, explorer.html
+(a 2-d latent) and, with --graph, elbo_graph.svg.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import time
 
 import numpy as np
 
-from minivae import backend, cli, files, graph, plots, train
+from minivae import backend, cli, explorer, files, graph, plots, train
 from minivae.datasets import load_frey_faces, split_train_val
 from minivae.nn import Dense, Flatten, Sequential
 from minivae.optim import Adam
@@ -215,6 +216,16 @@ def main(argv=None) -> dict:
         if l == 2:  # Kingma & Welling's Figure 4: decode a grid over the prior's quantiles
             z = Tensor(backend.asarray(plots.normal_quantile_grid(20), dtype=q.loc.dtype))
             plots.manifold(vae.decode(z).mean.numpy(), out("manifold.png"), n=20)
+            explorer.write_explorer(
+                out("explorer.html"),
+                decoder,
+                q.loc.numpy(),
+                x_val,
+                image_shape=IMAGE_SHAPE,
+                color=val_frames,
+                color_label="video frame",
+                title="Frey Face VAE: latent explorer",
+            )
     if args.graph:  # the -ELBO of one validation batch, and what each tensor got from backward()
         batch = train.to_device(x_val[: args.batch_size])
         g, reparameterisation = graph.elbo_graph(vae, batch, args.samples, args.estimator)
