@@ -153,6 +153,7 @@ def load_checkpoint(path, model, optimizer):
         history = train.load_checkpoint(path, model, optimizer)
     except (zipfile.BadZipFile, EOFError, KeyError, ValueError, TypeError) as e:
         why = " ".join(str(e.args[0] if isinstance(e, KeyError) and e.args else e).split())
+        why = why.removeprefix(f"{path}: ")  # (the library's message names the file too)
         raise ValueError(f"--resume: {path} is damaged or incomplete ({why})") from e
     metrics = {k: np.asarray(v, dtype=float) for k, v in history.metrics.items()}
     for part, state in (
