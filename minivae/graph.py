@@ -140,7 +140,9 @@ class Graph:
                 "graph.capture: backward() has already freed this tensor's graph; "
                 "capture it before calling backward()"
             )
-        self.output, self.nodes = output, _all_nodes(output)
+        # every tensor, constants too, each after its parents (first parents first: operand order)
+        self.output = output
+        self.nodes = output.topological_order(lambda t: reversed(t.parents))
         self.index = {id(t): i for i, t in enumerate(self.nodes)}
         self.parents = [tuple(self.index[id(p)] for p in t.parents) for t in self.nodes]
         self.children = [[] for _ in self.nodes]
@@ -429,21 +431,6 @@ class Graph:
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def _all_nodes(output) -> list[Tensor]:
-    """Every tensor behind `output`, constants too, each after its parents (the depth-first
-    post-order of Tensor._topological_order, over every parent)."""
-    order, seen, stack = [], set(), [(output, False)]
-    while stack:
-        t, parents_done = stack.pop()
-        if parents_done:
-            order.append(t)
-        elif id(t) not in seen:
-            seen.add(id(t))
-            stack.append((t, True))
-            stack.extend((p, False) for p in reversed(t.parents))
-    return order
 
 
 def _attribute(calls, index) -> dict:

@@ -120,7 +120,7 @@ class Tensor:
         """
         grad = self._seed_gradient(grad)
         grads = {id(self): grad}
-        for node in reversed(self._topological_order()):
+        for node in reversed(self.topological_order()):
             g = grads.pop(id(node), None)
             if g is None:
                 continue
@@ -156,8 +156,12 @@ class Tensor:
             )
         return grad
 
-    def _topological_order(self) -> list[Tensor]:
-        """Depth-first post-order, with an explicit stack (no recursion limit)."""
+    def topological_order(self, parents_of=None) -> list[Tensor]:
+        """Depth-first post-order, with an explicit stack (no recursion limit): every tensor
+        after the ones it was computed from. parents_of(t): the parents to follow; by default
+        those that require a gradient (all backward() needs; minivae.graph follows them all)."""
+        if parents_of is None:
+            parents_of = _gradient_parents
         order, seen, stack = [], set(), [(self, False)]
         while stack:
             node, parents_done = stack.pop()
@@ -166,7 +170,7 @@ class Tensor:
             elif id(node) not in seen:
                 seen.add(id(node))
                 stack.append((node, True))
-                stack.extend((p, False) for p in node.parents if p.requires_grad)
+                stack.extend((p, False) for p in parents_of(node))
         return order
 
     # --- arithmetic: each forward with its backward ------------------------
@@ -365,6 +369,10 @@ def _one_per_parent(node: Tensor, grads) -> tuple:
                 f"{p.shape} and {_dtype_text(p.dtype)}"
             )
     return grads
+
+
+def _gradient_parents(t: Tensor):
+    return [p for p in t.parents if p.requires_grad]
 
 
 def record(data, parents, backward, name: str) -> Tensor:

@@ -324,7 +324,7 @@ def test_dtype_is_kept_through_forward_and_backward(dtype):
 
     expected = backend.dtype(dtype)
     seen = []
-    for node in loss._topological_order():
+    for node in loss.topological_order():
         assert node.dtype == expected, node.op
         if node.grad_fn is not None:  # record what flows through each backward
 
