@@ -42,7 +42,7 @@ def conv2d(
     pads = (padding_amounts(h, kh, sh, padding), padding_amounts(w, kw, sw, padding))
     padded = pad2d(x.data, pads)
     padded_size = padded.shape[1:3]
-    cols = xp.reshape(im2col(padded, (kh, kw), strides, (oh, ow)), (n * oh * ow, kh * kw * c))
+    cols = _windows(padded, (kh, kw), strides, (oh, ow))
     out = cols @ xp.reshape(kernel.data, (kh * kw * c, f))  # (windows, kh*kw*C) @ (kh*kw*C, F)
     if bias is not None:
         out += bias.data  # in place: `out` is a fresh array, and this saves a full-size copy
@@ -50,8 +50,8 @@ def conv2d(
 
     def backward(g):
         g2 = xp.reshape(g, (n * oh * ow, f))
-        # out = cols @ kernel, so d(kernel) = cols^T g, and d(cols) = g kernel^T, which
-        # col2im adds back onto the pixels each window was gathered from
+        # out = cols @ kernel, so d(kernel) = cols^T g; d(x) adds g times the kernel back onto
+        # the pixels each window was gathered from: the transposed convolution of g
         gk = (
             xp.reshape(xp.matrix_transpose(cols) @ g2, kernel.shape)
             if kernel.requires_grad
@@ -59,9 +59,7 @@ def conv2d(
         )
         gx = None
         if x.requires_grad:  # (not for the images fed to the first layer)
-            per_offset = xp.reshape(kernel.data, (kh * kw, c, f))
-            gcols = xp.reshape(g2 @ xp.matrix_transpose(per_offset), (kh * kw, n, oh, ow, c))
-            gx = crop2d(col2im(gcols, padded_size, (kh, kw), strides), pads)
+            gx = crop2d(_add_patches(g, kernel.data, strides, padded_size), pads)
         return (gx, gk) if bias is None else (gx, gk, _sum_rows(g2))
 
     return record(xp.reshape(out, (n, oh, ow, f)), parents, backward, "conv2d")
@@ -75,7 +73,7 @@ def conv2d_transpose(
 
     conv2d maps an (H, W, F) image to (h, w, C) with this kernel; the transpose runs
     that map backwards, exactly as conv2d's backward does: each input pixel's C numbers
-    times the kernel give a (kh, kw, F) patch, and col2im adds the patches into the
+    times the kernel give a (kh, kw, F) patch, and the patches are added into the
     output at stride s. Its own backward is therefore a convolution (im2col, matmul).
     H follows Keras: H = h s + max(kh - s, 0) (``valid``) or h s (``same``).
     """
@@ -88,11 +86,7 @@ def conv2d_transpose(
     oh, ow = deconv_output_length(h, kh, sh, padding), deconv_output_length(w, kw, sw, padding)
     pads = (padding_amounts(oh, kh, sh, padding), padding_amounts(ow, kw, sw, padding))
     padded_size = (oh + sum(pads[0]), ow + sum(pads[1]))
-    x2 = xp.reshape(x.data, (n * h * w, c))
-    per_offset = xp.reshape(kernel.data, (kh * kw, f, c))
-    # one (pixels, F) per offset
-    cols = xp.reshape(x2 @ xp.matrix_transpose(per_offset), (kh * kw, n, h, w, f))
-    out = col2im(cols, padded_size, (kh, kw), strides)
+    out = _add_patches(x.data, kernel.data, strides, padded_size)
     if bias is not None:
         # in place on the fresh array (the padding it also lands on is cut off next)
         out += bias.data
@@ -100,12 +94,11 @@ def conv2d_transpose(
     parents = (x, kernel) if bias is None else (x, kernel, bias)
 
     def backward(g):
-        # the adjoint of col2im is im2col: gather the gradient's windows, one per input pixel
-        gcols = xp.reshape(
-            im2col(pad2d(g, pads), (kh, kw), strides, (h, w)), (n * h * w, kh * kw * f)
-        )
+        # the adjoint of adding patches is gathering windows: one per input pixel
+        gcols = _windows(pad2d(g, pads), (kh, kw), strides, (h, w))
         k2 = xp.reshape(kernel.data, (kh * kw * f, c))
         gx = xp.reshape(gcols @ k2, x.shape) if x.requires_grad else None
+        x2 = xp.reshape(x.data, (n * h * w, c))
         gk = (
             xp.reshape(xp.matrix_transpose(gcols) @ x2, kernel.shape)
             if kernel.requires_grad
@@ -114,6 +107,43 @@ def conv2d_transpose(
         return (gx, gk) if bias is None else (gx, gk, _sum_rows(xp.reshape(g, (-1, f))))
 
     return record(out, parents, backward, "conv2d_transpose")
+
+
+def _windows(padded, kernel_size, strides, out_size):
+    """im2col as a matrix: one row per window, (N*oh*ow, kh*kw*C)."""
+    n, *_, c = padded.shape
+    (kh, kw), (oh, ow) = kernel_size, out_size
+    return backend.xp().reshape(
+        im2col(padded, kernel_size, strides, out_size), (n * oh * ow, kh * kw * c)
+    )
+
+
+def _add_patches(x, kernel, strides, size):
+    """The transposed convolution on arrays, before cropping: each pixel of x (N, h, w, C)
+    times kernel (kh, kw, F, C) is a (kh, kw, F) patch, added into an (N, *size, F) image at
+    the pixel's position times the stride. (conv2d's backward to its input is this too.)
+
+    Two orders give the same sums. Scatter, as the sentence says: one product per kernel
+    offset, then col2im adds the patches, an add per offset. Or, at stride 1, gather:
+    output pixel (y, x) receives entry (i, j) of the patches of input pixels (y - i, x - j),
+    so it is a convolution of x zero-padded by (kh - 1, kw - 1) with the kernel flipped:
+    im2col, then one product. The gather copies kh*kw*C numbers per output pixel, the
+    scatter makes kh*kw*F per input pixel: gather when C <= F.
+    """
+    xp = backend.xp()
+    n, h, w, c = x.shape
+    kh, kw, f, _ = kernel.shape
+    if tuple(strides) == (1, 1) and c <= f:
+        padded = pad2d(x, ((kh - 1, kh - 1), (kw - 1, kw - 1)))
+        flipped = xp.permute_dims(xp.flip(kernel, axis=(0, 1)), (0, 1, 3, 2))  # (kh, kw, C, F)
+        out = _windows(padded, (kh, kw), strides, size) @ xp.reshape(flipped, (kh * kw * c, f))
+        return xp.reshape(out, (n, *size, f))
+    per_offset = xp.reshape(kernel, (kh * kw, f, c))
+    # one (pixels, F) product per offset
+    cols = xp.reshape(
+        xp.reshape(x, (n * h * w, c)) @ xp.matrix_transpose(per_offset), (kh * kw, n, h, w, f)
+    )
+    return col2im(cols, size, (kh, kw), strides)
 
 
 def _same_kind(x: Tensor, kernel, bias, op: str):

@@ -6,26 +6,31 @@ Written as loops that is slow; written as a matrix product it is one call to BLA
 
 1. **im2col** (gather): copy every window into one row of a matrix. For an input
    (N, H, W, C) and oh x ow windows, the rows are the N*oh*ow windows and the
-   columns their kh*kw*C numbers. The loop below runs over the kh*kw *offsets*
-   (i, j) of the window, not over the pixels: the (i, j)-th number of every
-   window at once is the strided slice ``x[:, i : i + s*oh : s, j : j + s*ow : s, :]``.
+   columns their kh*kw*C numbers: entry (i, j, c) of window (a, b) is pixel
+   (a*s + i, b*s + j), channel c. That formula, evaluated once per shape, is an
+   index array, and the whole gather is one ``take`` with it.
 2. **matmul**: (N*oh*ow, kh*kw*C) @ (kh*kw*C, F) gives all F filters at every
    output pixel; reshaped, that is the output (N, oh, ow, F).
 3. **col2im** (scatter) undoes the gather's bookkeeping: each window's numbers go
-   back to where they came from, and where windows overlap they are *added*. It is
-   the same loop over offsets, with ``+=`` instead of a copy.
+   back to where they came from, and where windows overlap they are *added*. It
+   loops over the kh*kw *offsets* (i, j) of the window, not over the pixels: the
+   (i, j)-th number of every window at once is the strided slice
+   ``x[:, i : i + s*oh : s, j : j + s*ow : s, :]``, and each offset is one ``+=``.
 
 Gather and scatter are each other's adjoint (transpose): <im2col(x), c> =
 <x, col2im(c)> for any x and c. That is why one pair serves everything:
 
-* conv backward to its input        = col2im of (g @ kernel^T), one product per offset
-* conv-transpose forward            = col2im of (x @ kernel^T)  (the conv's backward)
+* conv backward to its input        = a conv-transpose of g (below)
+* conv-transpose forward            = col2im of (x @ kernel^T), one product per offset;
+                                      at stride 1, when that makes fewer numbers, the
+                                      same sums as a conv (im2col) of the zero-padded x
+                                      with the kernel flipped (conv.py, _add_patches)
 * conv-transpose backward to input  = im2col of g, then @ kernel (a conv)
 * max pooling                       = the offset loop keeping a running maximum;
                                       its backward, the scatter loop
 * upsampling backward               = the offset loop summing the copies
 
-Only slicing, stack, reshape and ``+=`` into slices are used: all in the Array
+Only ``take``, slicing, reshape and ``+=`` into slices are used: all in the Array
 API standard, so the same code runs on NumPy, CuPy and array_api_strict.
 
 Sizes follow Keras (and TensorFlow):
@@ -40,6 +45,10 @@ Sizes follow Keras (and TensorFlow):
 """
 
 from __future__ import annotations
+
+import functools
+
+import numpy as np
 
 from .. import backend
 
@@ -110,9 +119,30 @@ def im2col(x, kernel_size, strides, out_size):
     Entry [n, a, b, i*kw + j, c] is x[n, a*sh + i, b*sw + j, c]: window (a, b), offset (i, j).
     Reshaped to (N*oh*ow, kh*kw*C), each row is one window, in the order of a
     Keras kernel (kh, kw, C, F) reshaped to (kh*kw*C, F).
+
+    The gather is one ``take``: each image flattened to H*W*C numbers, and
+    ``window_index`` saying, for every entry of its windows, which number to copy.
     """
-    offsets = [x[key] for key in window_offsets(kernel_size, strides, out_size)]
-    return backend.xp().stack(offsets, axis=3)
+    xp = backend.xp()
+    n, h, w, c = x.shape
+    (kh, kw), (oh, ow) = kernel_size, out_size
+    index = window_index((h, w, c), kernel_size, strides, out_size)
+    windows = xp.take(xp.reshape(x, (n, h * w * c)), index, axis=1)
+    return xp.reshape(windows, (n, oh, ow, kh * kw, c))
+
+
+@functools.lru_cache(maxsize=64)
+def _window_index(image_size, kernel_size, strides, out_size, current_backend):
+    (_, w, c), (kh, kw), (sh, sw), (oh, ow) = image_size, kernel_size, strides, out_size
+    a, b, i, j, ch = np.ogrid[:oh, :ow, :kh, :kw, :c]  # window (a, b), offset (i, j), channel
+    pixel = ((a * sh + i) * w + (b * sw + j)) * c + ch  # where that entry sits in the image
+    return backend.asarray(pixel.reshape(-1))
+
+
+def window_index(image_size, kernel_size, strides, out_size):
+    """The flat index im2col gathers with, built once per shape and backend (it depends only
+    on the sizes, so every step of training reuses the same array on the device)."""
+    return _window_index(image_size, kernel_size, strides, out_size, backend.get_backend())
 
 
 def col2im(cols, image_size, kernel_size, strides):
