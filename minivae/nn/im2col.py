@@ -8,7 +8,7 @@ Written as loops that is slow; written as a matrix product it is one call to BLA
    (N, H, W, C) and oh x ow windows, the rows are the N*oh*ow windows and the
    columns their kh*kw*C numbers: entry (i, j, c) of window (a, b) is pixel
    (a*s + i, b*s + j), channel c. That formula, evaluated once per shape, is an
-   index array, and the whole gather is one ``take`` with it.
+   index array of pixels, and the whole gather is one ``take`` with it.
 2. **matmul**: (N*oh*ow, kh*kw*C) @ (kh*kw*C, F) gives all F filters at every
    output pixel; reshaped, that is the output (N, oh, ow, F).
 3. **col2im** (scatter) undoes the gather's bookkeeping: each window's numbers go
@@ -120,27 +120,28 @@ def im2col(x, kernel_size, strides, out_size):
     Reshaped to (N*oh*ow, kh*kw*C), each row is one window, in the order of a
     Keras kernel (kh, kw, C, F) reshaped to (kh*kw*C, F).
 
-    The gather is one ``take``: each image flattened to H*W*C numbers, and
-    ``window_index`` saying, for every entry of its windows, which number to copy.
+    The gather is one ``take``: each image's pixels in a row (H*W of them, each C numbers),
+    and ``window_index`` saying, for every entry of every window, which pixel to copy
+    (whole pixels, C numbers at a time: several times faster than number by number).
     """
     xp = backend.xp()
     n, h, w, c = x.shape
     (kh, kw), (oh, ow) = kernel_size, out_size
-    index = window_index((h, w, c), kernel_size, strides, out_size)
-    windows = xp.take(xp.reshape(x, (n, h * w * c)), index, axis=1)
+    index = window_index((h, w), kernel_size, strides, out_size)
+    windows = xp.take(xp.reshape(x, (n, h * w, c)), index, axis=1)
     return xp.reshape(windows, (n, oh, ow, kh * kw, c))
 
 
 @functools.lru_cache(maxsize=64)
 def _window_index(image_size, kernel_size, strides, out_size, current_backend):
-    (_, w, c), (kh, kw), (sh, sw), (oh, ow) = image_size, kernel_size, strides, out_size
-    a, b, i, j, ch = np.ogrid[:oh, :ow, :kh, :kw, :c]  # window (a, b), offset (i, j), channel
-    pixel = ((a * sh + i) * w + (b * sw + j)) * c + ch  # where that entry sits in the image
+    (_, w), (kh, kw), (sh, sw), (oh, ow) = image_size, kernel_size, strides, out_size
+    a, b, i, j = np.ogrid[:oh, :ow, :kh, :kw]  # window (a, b), offset (i, j)
+    pixel = (a * sh + i) * w + (b * sw + j)  # the pixel that entry is, counted row by row
     return backend.asarray(pixel.reshape(-1))
 
 
 def window_index(image_size, kernel_size, strides, out_size):
-    """The flat index im2col gathers with, built once per shape and backend (it depends only
+    """The pixel index im2col gathers with, built once per shape and backend (it depends only
     on the sizes, so every step of training reuses the same array on the device)."""
     return _window_index(image_size, kernel_size, strides, out_size, backend.get_backend())
 
