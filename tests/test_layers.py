@@ -192,6 +192,23 @@ def test_conv2d_transpose_matches_loops(case):
     )
 
 
+# _add_patches has three ways to the same sums: gather (stride 1, C <= F), one product
+# (F = 1) and a product per offset; each, with its gradients, against the loops
+@pytest.mark.parametrize("c, f, s", [(2, 3, 1), (3, 1, 1), (3, 2, 1), (2, 3, 2), (3, 1, 2)])
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_every_way_of_adding_patches_matches_loops(c, f, s, padding):
+    rng = np.random.default_rng(c * 10 + f + s)
+    x, k = rng.standard_normal((2, 3, 4, c)), rng.standard_normal((3, 2, f, c))
+    out = conv2d_transpose(f64(x), f64(k), strides=(s, s), padding=padding).numpy()
+    np.testing.assert_allclose(
+        out, naive_conv2d_transpose(x, k, s, padding), rtol=1e-12, atol=1e-12
+    )
+    assert gradcheck(lambda a, w: conv2d_transpose(a, w, strides=(s, s), padding=padding), [x, k])
+    # conv2d's backward to its input adds patches too, with the kernel's channels swapped
+    image = rng.standard_normal((2, 5, 6, f))
+    assert gradcheck(lambda a, w: conv2d(a, w, strides=(s, s), padding=padding), [image, k])
+
+
 @given(pool_cases())
 def test_max_pool_matches_loops(case):
     x, p, s, padding = case

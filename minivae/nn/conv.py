@@ -138,12 +138,12 @@ def _add_patches(x, kernel, strides, size):
         flipped = xp.permute_dims(xp.flip(kernel, axis=(0, 1)), (0, 1, 3, 2))  # (kh, kw, C, F)
         out = _windows(padded, (kh, kw), strides, size) @ xp.reshape(flipped, (kh * kw * c, f))
         return xp.reshape(out, (n, *size, f))
-    per_offset = xp.reshape(kernel, (kh * kw, f, c))
-    # one (pixels, F) product per offset
-    cols = xp.reshape(
-        xp.reshape(x, (n * h * w, c)) @ xp.matrix_transpose(per_offset), (kh * kw, n, h, w, f)
-    )
-    return col2im(cols, size, (kh, kw), strides)
+    x2 = xp.reshape(x, (n * h * w, c))
+    if f == 1:  # kernel rows (kh*kw, C) @ x^T is already (offsets, pixels, 1): one product
+        products = xp.reshape(kernel, (kh * kw, c)) @ xp.matrix_transpose(x2)
+    else:  # one (pixels, F) product per offset
+        products = x2 @ xp.matrix_transpose(xp.reshape(kernel, (kh * kw, f, c)))
+    return col2im(xp.reshape(products, (kh * kw, n, h, w, f)), size, (kh, kw), strides)
 
 
 def _same_kind(x: Tensor, kernel, bias, op: str):
