@@ -280,11 +280,12 @@ class Tensor:
         xp = backend.xp()
         axes = normalize_axes(axis, self.ndim, "sum")
         kept = tuple(1 if i in axes else n for i, n in enumerate(self.shape))
+        leading = axes == tuple(range(len(axes)))  # (all of them, say): g broadcasts as it is
 
         def backward(g):  # every summed element gets the same gradient
             # (added to zeros, not broadcast_to: a leaf's .grad must be a writable array, not a
             # view)
-            return (xp.zeros_like(self.data) + xp.reshape(g, kept),)
+            return (xp.zeros_like(self.data) + (g if keepdims or leading else xp.reshape(g, kept)),)
 
         return record(xp.sum(self.data, axis=axes, keepdims=keepdims), (self,), backward, "sum")
 
