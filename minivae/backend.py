@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
+import math
 import os
 import sys
 
@@ -230,6 +232,19 @@ def full(shape, value, dtype):
     if b.device is not None:
         return b.xp.full(shape, value, dtype=dtype, device=b.device)
     return b.xp.full(shape, value, dtype=dtype)
+
+
+def constant(value: float, dtype):
+    """A 0-d array holding the number `value`, made once per backend, value and dtype: the
+    numbers in a model's formulas (0.5, 1, log 2 pi) would otherwise be copied to the device
+    at every step. Shared, so never written to."""
+    # the sign joins the key: -0.0 == 0.0, but 1 / -0.0 is -inf
+    return _constant(_current.name, float(value), math.copysign(1.0, value), float_name(dtype))
+
+
+@functools.lru_cache(maxsize=1024)
+def _constant(backend_name: str, value: float, sign: float, dtype_name: str):
+    return full((), value, dtype(dtype_name))  # (`backend_name`, `sign`: only the cache key)
 
 
 def to_numpy(x) -> np.ndarray:

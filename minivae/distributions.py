@@ -9,7 +9,10 @@ differentiable with respect to them:
   z = g_phi(eps) = mu + L eps with eps ~ N(0, I): the randomness is in eps, so
   gradients flow from z back to mu and L (eqs. (16)-(19)). Pass ``eps`` to hold
   the noise fixed (then z is a deterministic function of the parameters, and
-  gradcheck can test it). A leading ``sample_shape`` (L,) gives L draws per point;
+  gradcheck can test it); ``noise(shape)`` draws it. A leading ``sample_shape`` (L,)
+  gives L draws per point;
+* ``log_prob_of_draw(eps)``  log q(z) of the draw z = mu + L eps, by the change of
+  variables: log N(eps; 0, I) - log |det L| (no triangular solve: L^-1 (z - mu) is eps);
 * ``entropy()``, ``mean``, and ``kl_divergence(q, p)`` in closed form (eq. (24)).
 
 Names keep one meaning: ``scale`` is a standard deviation sigma, ``log_std`` is
@@ -76,9 +79,9 @@ class Distribution:
         broadcast_shapes(x.shape, self.shape, f"{type(self).__name__}.{op}")
         return x
 
-    def _noise(self, sample_shape, eps) -> Tensor:
+    def noise(self, sample_shape=(), eps=None) -> Tensor:
         """eps ~ N(0, I) of shape sample_shape + self.shape, or the given eps after a shape
-        check."""
+        check: what rsample draws z from."""
         sample_shape = self._sample_shape(sample_shape)
         shape = sample_shape + self.shape
         if eps is None:
@@ -162,7 +165,7 @@ class Normal(Distribution):
     def rsample(self, sample_shape=(), eps=None) -> Tensor:
         """z = mu + sigma * eps, eps ~ N(0, I): the reparameterisation trick (diagonal L =
         diag(sigma))."""
-        return self.loc + self.scale * self._noise(sample_shape, eps)
+        return self.loc + self.scale * self.noise(sample_shape, eps)
 
     def log_prob(self, x) -> Tensor:
         # per coordinate: -[0.5 ((x - mu) / sigma)^2 + log sigma + 0.5 log(2 pi)],
@@ -171,6 +174,12 @@ class Normal(Distribution):
         return self._sum_event(
             -0.5 * F.square((x - self.loc) / self.scale) - self.log_std - HALF_LOG_2PI
         )
+
+    def log_prob_of_draw(self, eps) -> Tensor:
+        """log_prob(z) of z = rsample(eps=eps): (z - mu) / sigma is eps, so per coordinate
+        -[0.5 eps^2 + log sigma + 0.5 log(2 pi)] (log N(eps; 0, 1) - log sigma)."""
+        eps = self.noise((), eps)
+        return self._sum_event(-0.5 * F.square(eps) - self.log_std - HALF_LOG_2PI)
 
     def entropy(self) -> Tensor:
         # -E[log q] = sum_i (0.5 + 0.5 log(2 pi) + log sigma_i)  (+ 0 * loc only gives it loc's
@@ -272,7 +281,7 @@ class MultivariateNormalTriL(Distribution):
     def rsample(self, sample_shape=(), eps=None) -> Tensor:
         """z = mu + L eps, eps ~ N(0, I) (the lecture's g_phi(eps, x) = mu_phi(x) + L_phi(x)
         eps)."""
-        eps = self._noise(sample_shape, eps)
+        eps = self.noise(sample_shape, eps)
         return self.loc + (self.scale_tril @ eps.reshape(*eps.shape, 1)).reshape(*eps.shape)
 
     def log_prob(self, x) -> Tensor:
@@ -282,6 +291,14 @@ class MultivariateNormalTriL(Distribution):
         y = tril_solve(self.scale_tril, x - self.loc)
         l = self.shape[-1]
         return -0.5 * F.square(y).sum(axis=-1) - self.log_diag.sum(axis=-1) - l * HALF_LOG_2PI
+
+    def log_prob_of_draw(self, eps) -> Tensor:
+        """log_prob(z) of z = rsample(eps=eps), by the change of variables z = mu + L eps:
+        log N(eps; 0, I) - log |det L|, the Mahalanobis term with y = L^-1 (z - mu) = eps,
+        so no solve. The same function of mu and L as log_prob(z), so the same gradients."""
+        eps = self.noise((), eps)
+        l = self.shape[-1]
+        return -0.5 * F.square(eps).sum(axis=-1) - self.log_diag.sum(axis=-1) - l * HALF_LOG_2PI
 
     def entropy(self) -> Tensor:
         # 0.5 log det(2 pi e Sigma) = (l/2)(1 + log 2 pi) + sum_i log L_ii

@@ -222,11 +222,11 @@ def where(condition, a, b):
     broadcast_shapes(broadcast_shapes(a.shape, b.shape, "where"), tuple(condition.shape), "where")
     xp = _xp()
 
-    def backward(g):
+    def backward(g):  # g to the element picked, 0 to the other
         zero = xp.zeros_like(g)
-        return unbroadcast(xp.where(condition, g, zero), a.shape), unbroadcast(
-            xp.where(condition, zero, g), b.shape
-        )
+        ga = unbroadcast(xp.where(condition, g, zero), a.shape) if a.requires_grad else None
+        gb = unbroadcast(xp.where(condition, zero, g), b.shape) if b.requires_grad else None
+        return ga, gb
 
     return record(xp.where(condition, a.data, b.data), (a, b), backward, "where")
 

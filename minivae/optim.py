@@ -1,9 +1,15 @@
 """Optimisers: SGD (with momentum) and Adam, each a transcription of its paper.
 
-An optimiser holds the parameter list and per-parameter state (arrays on the
-device). ``step()`` reads each ``p.grad`` and updates ``p.data`` in place of the
-old array; no graph is recorded. ``state_dict()`` / ``load_state_dict()`` carry the
-state through a checkpoint so training resumes exactly.
+An optimiser holds the parameter list and its state (arrays on the device).
+``step()`` reads each ``p.grad`` and moves the parameters; no graph is recorded.
+``state_dict()`` / ``load_state_dict()`` carry the state through a checkpoint so
+training resumes exactly.
+
+All parameters are updated at once: their arrays are views into one flat array,
+their gradients are joined into another, and the paper's formulas run once over
+all of them (on a GPU each array operation is a kernel launch; per parameter, a
+model with 20 weights would launch 20 times as many). The state (Adam's m and v)
+is flat too, and is saved per parameter.
 """
 
 from __future__ import annotations
@@ -18,81 +24,128 @@ from .backend import check_finite_array
 
 
 class Optimizer:
-    """What SGD and Adam share: the parameter list, the step count, the loop over the
-    parameters in step(), and checkpoints. A subclass defines _update and _state."""
+    """What SGD and Adam share: the parameter list, the step count, the flat arrays every
+    step works on, and checkpoints. A subclass defines _update and names its state."""
+
+    state_names: tuple[str, ...] = ()  # its state arrays, each as long as all parameters
 
     def __init__(self, params, lr: float):
         self.params = list(params)
+        name = type(self).__name__
         if not self.params:
             raise ValueError(
-                f"{type(self).__name__}: got an empty parameter list (build the model first): "
+                f"{name}: got an empty parameter list (build the model first): "
                 "layers create their weights on the first call; model.build(input_shape) "
                 "makes that call on zeros, so the optimiser can be created right after it"
             )
+        if len({id(p) for p in self.params}) != len(self.params):
+            raise ValueError(f"{name}: a parameter appears twice in the list")
+        dtypes = {backend.float_name(p.dtype) for p in self.params}
+        if len(dtypes) != 1:  # one flat array holds them all
+            raise ValueError(
+                f"{name}: the parameters mix dtypes {sorted(dtypes)}; use one optimiser per dtype"
+            )
         self.lr = _hyper(self, "lr", lr, 0.0, math.inf)
         self.t = 0  # steps taken
+        # parameter i is flat[bounds[i]:bounds[i + 1]]
+        self.bounds = np.cumsum([0] + [p.size for p in self.params]).tolist()
+        self._flat, self._views = None, []
+        zeros = backend.full((self.bounds[-1],), 0.0, self.params[0].dtype)
+        self.state = {key: zeros for key in self.state_names}
 
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None
 
     def step(self) -> None:
-        """Update every parameter that has a gradient (one with ``grad None`` is left alone;
-        the step count, and so Adam's bias correction, is shared by all)."""
+        """Update every parameter that has a gradient (one with ``grad None`` keeps its value
+        and its state; the step count, and so Adam's bias correction, is shared by all)."""
         self.t += 1
-        for i, p in enumerate(self.params):
-            if p.grad is not None:
-                p.data = self._update(i, p.data, p.grad)
+        xp = backend.xp()
+        flat = self._flat_parameters()
+        g, has_grad = self._flat_gradients()
+        change, state = self._update(g, **self.state)
+        if has_grad is not None:
+            change = xp.where(has_grad, change, xp.zeros_like(change))
+            state = {k: xp.where(has_grad, state[k], self.state[k]) for k in state}
+        self.state = state
+        flat -= change  # in place: every p.data is a view into flat
 
-    # --- what each optimiser defines ---
-    def _update(self, i: int, p, g):
-        """The new value of parameter i (array `p`) from its gradient `g`, updating the
-        optimiser's state for it (self.t is already this step's count, from 1)."""
-        raise NotImplementedError(f"{type(self).__name__} must define _update(i, p, g)")
+    def _update(self, g, **state):
+        """(change, new state) from the flat gradient `g` and the flat state arrays: the
+        parameters become flat - change (self.t is already this step's count, from 1)."""
+        raise NotImplementedError(f"{type(self).__name__} must define _update(g, **state)")
 
-    def _state(self) -> dict[str, list]:
-        """The per-parameter state by name, one array per parameter in each list
-        ({"m": [...], "v": [...]} for Adam): what a checkpoint must carry."""
-        raise NotImplementedError(f"{type(self).__name__} must define _state()")
+    # --- the flat arrays ---
+    def _flat_parameters(self):
+        """All parameters in one flat array, each p.data a view into it. A parameter whose
+        array was replaced since the last step (Module.load_state_dict, load_weights, another
+        optimiser) is not a view: then they are all gathered again."""
+        if self._flat is None or any(p.data is not v for p, v in zip(self.params, self._views)):
+            xp = backend.xp()
+            self._flat = xp.concat([xp.reshape(p.data, (-1,)) for p in self.params])
+            self._views = [self._piece(self._flat, i) for i in range(len(self.params))]
+            for p, view in zip(self.params, self._views):
+                p.data = view
+        return self._flat
 
-    # --- checkpoints: the step count and every state array, as host arrays ---
-    def _slots(self):
-        """(name, list, index) of every state array: "m.0" is self.m[0], ..."""
-        for key, arrays in self._state().items():
-            for i in range(len(arrays)):
-                yield f"{key}.{i}", arrays, i
+    def _flat_gradients(self):
+        """All gradients in one flat array, and None, or, when some parameter has no
+        gradient, a flat boolean array that is False over its entries (they get zeros)."""
+        xp = backend.xp()
+        pieces = []
+        for p in self.params:
+            g = p.grad if p.grad is not None else xp.zeros_like(p.data)
+            pieces.append(g if g.ndim == 1 else xp.reshape(g, (-1,)))
+        flat = xp.concat(pieces)
+        if all(p.grad is not None for p in self.params):
+            return flat, None
+        has_grad = [backend.full((p.size,), p.grad is not None, xp.bool) for p in self.params]
+        return flat, xp.concat(has_grad)
 
+    def _piece(self, flat, i: int):
+        """Parameter i's part of a flat array, in its shape (a view, not a copy)."""
+        lo, hi = self.bounds[i], self.bounds[i + 1]
+        return backend.xp().reshape(flat[lo:hi], self.params[i].shape, copy=False)
+
+    # --- checkpoints: the step count and every state array, per parameter, as host arrays ---
     def state_dict(self) -> dict[str, np.ndarray]:
+        """{"t": the step count, "m.0": m of parameter 0, ...}: copies on the host."""
         state = {"t": np.asarray(self.t)}
-        for name, arrays, i in self._slots():
-            state[name] = np.array(backend.to_numpy(arrays[i]))  # a copy, even on NumPy
+        for key, flat in self.state.items():
+            host = backend.to_numpy(flat)  # one transfer per state array
+            for i, p in enumerate(self.params):
+                lo, hi = self.bounds[i], self.bounds[i + 1]
+                state[f"{key}.{i}"] = np.array(host[lo:hi].reshape(p.shape))  # a copy
         return state
 
     def load_state_dict(self, state) -> None:
         """Restore what state_dict() returned. Everything is checked before anything is
         written, so a mismatch (another optimiser, another model) leaves this one as it was."""
         self.check_state_dict(state)
-        for key, arrays, i in self._slots():
-            arrays[i] = backend.asarray(np.array(state[key]), dtype=arrays[i].dtype)
+        dtype = self.params[0].dtype
+        for key in self.state:
+            host = np.concatenate([np.ravel(state[f"{key}.{i}"]) for i in range(len(self.params))])
+            self.state[key] = backend.asarray(host, dtype=dtype)
         self.t = int(state["t"])
 
     def check_state_dict(self, state) -> None:
         """Refuse a state load_state_dict could not load whole: other entries or shapes, a
         step count that is not a whole number >= 0, NaN or inf in a moment."""
         name = type(self).__name__
-        slots = list(self._slots())
-        expected = {"t"} | {key for key, _, _ in slots}
+        slots = [(f"{key}.{i}", p) for key in self.state for i, p in enumerate(self.params)]
+        expected = {"t"} | {key for key, _ in slots}
         if set(state) != expected:
             missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
             raise ValueError(
                 f"{name}.load_state_dict: the state does not fit this optimiser "
                 f"(missing {missing[:3]}, unexpected {extra[:3]}; expected {len(expected)} entries)"
             )
-        for key, arrays, i in slots:
-            if tuple(state[key].shape) != tuple(arrays[i].shape):
+        for key, p in slots:
+            if tuple(state[key].shape) != p.shape:
                 raise ValueError(
                     f"{name}.load_state_dict: state {key} has shape {tuple(state[key].shape)}, "
-                    f"the parameter it belongs to has {tuple(arrays[i].shape)}"
+                    f"the parameter it belongs to has {p.shape}"
                 )
             check_finite_array(state[key], f"{name}.load_state_dict: state {key}")
         t = np.asarray(state["t"])
@@ -105,19 +158,17 @@ class Optimizer:
 class SGD(Optimizer):
     """v <- momentum * v + g;  p <- p - lr * v  (plain SGD when momentum = 0)."""
 
+    state_names = ("velocity",)
+
     def __init__(self, params, lr: float = 0.01, momentum: float = 0.0):
         super().__init__(params, lr)
         self.momentum = _hyper(self, "momentum", momentum, 0.0, 1.0, high_open=True)
-        self.velocity = [backend.xp().zeros_like(p.data) for p in self.params]
 
-    def _update(self, i, p, g):
+    def _update(self, g, velocity):
         if self.momentum:
-            self.velocity[i] = self.momentum * self.velocity[i] + g
-            g = self.velocity[i]
-        return p - self.lr * g
-
-    def _state(self):
-        return {"velocity": self.velocity}
+            velocity = self.momentum * velocity + g
+            g = velocity
+        return self.lr * g, {"velocity": velocity}
 
 
 class Adam(Optimizer):
@@ -132,6 +183,8 @@ class Adam(Optimizer):
     and PyTorch, beside sqrt(v_hat); how that differs from Keras: docs/vae.md ("Adam's eps").
     """
 
+    state_names = ("m", "v")
+
     def __init__(
         self, params, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-7
     ):
@@ -139,20 +192,14 @@ class Adam(Optimizer):
         self.beta1 = _hyper(self, "beta1", beta1, 0.0, 1.0, high_open=True)
         self.beta2 = _hyper(self, "beta2", beta2, 0.0, 1.0, high_open=True)
         self.eps = _hyper(self, "eps", eps, 0.0, math.inf)
-        xp = backend.xp()
-        self.m = [xp.zeros_like(p.data) for p in self.params]
-        self.v = [xp.zeros_like(p.data) for p in self.params]
 
-    def _update(self, i, p, g):
+    def _update(self, g, m, v):
         b1, b2, t = self.beta1, self.beta2, self.t
-        self.m[i] = b1 * self.m[i] + (1 - b1) * g
-        self.v[i] = b2 * self.v[i] + (1 - b2) * (g * g)
-        m_hat = self.m[i] / (1 - b1**t)
-        v_hat = self.v[i] / (1 - b2**t)
-        return p - self.lr * m_hat / (backend.xp().sqrt(v_hat) + self.eps)
-
-    def _state(self):
-        return {"m": self.m, "v": self.v}
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * (g * g)
+        m_hat = m / (1 - b1**t)
+        v_hat = v / (1 - b2**t)
+        return self.lr * m_hat / (backend.xp().sqrt(v_hat) + self.eps), {"m": m, "v": v}
 
 
 def _hyper(optimizer, name: str, value, low: float, high: float, high_open: bool = False) -> float:

@@ -91,7 +91,8 @@ class Tensor:
 
     def numpy(self) -> np.ndarray:
         """The data as a host (NumPy) array: the one explicit way off the device.
-        (On the numpy backend it is the tensor's own array, not a copy.)"""
+        (On the numpy backend it is the tensor's own array, not a copy; an optimiser step
+        changes a parameter's array in place, so keep np.array(p.numpy()) as a snapshot.)"""
         return backend.to_numpy(self.data)
 
     def item(self) -> float:
@@ -174,11 +175,14 @@ class Tensor:
         return order
 
     # --- arithmetic: each forward with its backward ------------------------
+    # (a backward skips the gradient of an operand that needs none: a constant, the data)
     def __add__(self, other):
         a, b = _operands(self, other, "add")
 
         def backward(g):  # d(a+b)/da = d(a+b)/db = 1
-            return unbroadcast(g, a.shape), unbroadcast(g, b.shape)
+            ga = unbroadcast(g, a.shape) if a.requires_grad else None
+            gb = unbroadcast(g, b.shape) if b.requires_grad else None
+            return ga, gb
 
         return record(a.data + b.data, (a, b), backward, "add")
 
@@ -186,7 +190,9 @@ class Tensor:
         a, b = _operands(self, other, "subtract")
 
         def backward(g):  # d(a-b)/da = 1, d(a-b)/db = -1
-            return unbroadcast(g, a.shape), unbroadcast(-g, b.shape)
+            ga = unbroadcast(g, a.shape) if a.requires_grad else None
+            gb = unbroadcast(-g, b.shape) if b.requires_grad else None
+            return ga, gb
 
         return record(a.data - b.data, (a, b), backward, "subtract")
 
@@ -194,7 +200,9 @@ class Tensor:
         a, b = _operands(self, other, "multiply")
 
         def backward(g):  # d(ab)/da = b, d(ab)/db = a
-            return unbroadcast(g * b.data, a.shape), unbroadcast(g * a.data, b.shape)
+            ga = unbroadcast(g * b.data, a.shape) if a.requires_grad else None
+            gb = unbroadcast(g * a.data, b.shape) if b.requires_grad else None
+            return ga, gb
 
         return record(a.data * b.data, (a, b), backward, "multiply")
 
@@ -203,7 +211,9 @@ class Tensor:
         out = a.data / b.data
 
         def backward(g):  # d(a/b)/da = 1/b, d(a/b)/db = -a/b^2 = -out/b
-            return unbroadcast(g / b.data, a.shape), unbroadcast(-g * out / b.data, b.shape)
+            ga = unbroadcast(g / b.data, a.shape) if a.requires_grad else None
+            gb = unbroadcast(-g * out / b.data, b.shape) if b.requires_grad else None
+            return ga, gb
 
         return record(out, (a, b), backward, "divide")
 
@@ -270,11 +280,12 @@ class Tensor:
         xp = backend.xp()
         axes = normalize_axes(axis, self.ndim, "sum")
         kept = tuple(1 if i in axes else n for i, n in enumerate(self.shape))
+        leading = axes == tuple(range(len(axes)))  # (all of them, say): g broadcasts as it is
 
         def backward(g):  # every summed element gets the same gradient
             # (added to zeros, not broadcast_to: a leaf's .grad must be a writable array, not a
             # view)
-            return (xp.zeros_like(self.data) + xp.reshape(g, kept),)
+            return (xp.zeros_like(self.data) + (g if keepdims or leading else xp.reshape(g, kept)),)
 
         return record(xp.sum(self.data, axis=axes, keepdims=keepdims), (self,), backward, "sum")
 
@@ -403,7 +414,7 @@ def as_tensor(x) -> Tensor:
 def lift(x, like: Tensor, op: str) -> Tensor:
     """Turn the other operand of a binary op into a Tensor on `like`'s backend and dtype."""
     if isinstance(x, numbers.Real):  # a Python or NumPy number takes the tensor's dtype
-        return Tensor(backend.full((), float(x), like.dtype))
+        return Tensor(backend.constant(float(x), like.dtype))
     if backend.is_array(x):
         if backend.float_name(x.dtype) is None:  # say what it is, not the float32 it would become
             raise TypeError(

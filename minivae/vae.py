@@ -244,15 +244,16 @@ class VAE(Module):
         beta = check_beta("VAE.elbo", self.beta if beta is None else beta)
         x = as_tensor(_refuse_integers(x, "VAE.elbo"))
         q = self.encode(x)
-        eps = _fixed_noise("VAE.elbo", eps, x, samples, q.shape)
-        z = q.rsample((samples,), eps=eps)  # (L, N, l): z = mu + L eps
+        eps = q.noise((samples,), _fixed_noise("VAE.elbo", eps, x, samples, q.shape))
+        z = q.rsample(eps=eps)  # (L, N, l): z = mu + L eps
         log_px_z = self.decode(z).log_prob(x)  # (L, N): log p(x|z), summed over pixels
         nll = -log_px_z.mean()
         if estimator == "analytic":
             kl = kl_divergence(q, self.prior).mean()
             loss = nll + beta * kl
         else:
-            log_ratio = q.log_prob(z) - self.prior.log_prob(z)  # (L, N): log q(z|x) - log p(z)
+            # (L, N): log q(z|x) - log p(z), log q(z|x) from the noise that drew z
+            log_ratio = q.log_prob_of_draw(eps) - self.prior.log_prob(z)
             kl = log_ratio.mean()
             if estimator == "mc":
                 loss = nll + beta * kl

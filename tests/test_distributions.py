@@ -388,6 +388,32 @@ def test_gradcheck_mvn():
     gradcheck(lambda L, x: MultivariateNormalTriL(T(mu), L, validate=False).log_prob(x), [L, x])
 
 
+def test_log_prob_of_draw_is_log_prob_of_the_draw():
+    # log q(mu + L eps) = log N(eps; 0, I) - log |det L|: the same function of the parameters as
+    # log_prob(rsample(eps=eps)), so the same value and the same gradients
+    rng = np.random.default_rng(14)
+    mu, log_d = rng.normal(size=(2, 4, 3))
+    lower, eps = rng.normal(size=(4, 3)), rng.normal(size=(2, 4, 3))
+    mvn = MultivariateNormalTriL.from_log_diag
+    for make, args in [(Normal.from_log_std, [mu, log_d]), (mvn, [mu, log_d, lower])]:
+        values, grads = [], []
+        for log_q in (
+            lambda q: q.log_prob(q.rsample(eps=T(eps))),
+            lambda q: q.log_prob_of_draw(T(eps)),
+        ):
+            leaves = [Tensor(T(a), requires_grad=True) for a in args]
+            out = log_q(make(*leaves))
+            out.sum().backward()
+            values.append(out.numpy())
+            # (no gradient: the parameter does not enter, e.g. mu into the shortcut)
+            grads.append([0.0 if p.grad is None else minivae.to_numpy(p.grad) for p in leaves])
+        np.testing.assert_allclose(values[1], values[0], rtol=1e-12, atol=1e-12)
+        for shortcut, via_solve in zip(*grads):
+            np.testing.assert_allclose(shortcut, via_solve, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match=r"rsample: eps has shape \(4, 2\)"):
+        mvn(*map(T, [mu, log_d, lower])).log_prob_of_draw(T(eps[0, :, :2]))
+
+
 def test_gradcheck_tril_solve_with_broadcasting():
     rng = np.random.default_rng(13)
     gradcheck(tril_solve, [random_tril(rng, (4,), 3), rng.normal(size=(2, 4, 3))])

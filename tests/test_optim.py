@@ -24,7 +24,7 @@ def minivae_trajectory(make_optimizer, steps):
         opt.zero_grad()
         ((F.tanh(x @ w + b) - y) ** 2).mean().backward()
         opt.step()
-        path.append((w.numpy(), b.numpy()))
+        path.append((np.array(w.numpy()), np.array(b.numpy())))  # copies: step() works in place
     return path
 
 
@@ -209,3 +209,99 @@ def test_loading_a_state_that_does_not_fit_names_it_and_changes_nothing():
 
     after = adam.state_dict()
     assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+# --- one flat update equals the per-parameter update ----------------------------------------
+
+
+def per_parameter_adam(params, grads, state, lr, b1=0.9, b2=0.999, eps=1e-7):
+    """Algorithm 1, one parameter at a time, on host arrays (what Adam did before it worked on
+    one flat array); a gradient None leaves that parameter and its moments alone."""
+    state["t"] += 1
+    t = state["t"]
+    for i, g in enumerate(grads):
+        if g is None:
+            continue
+        state["m"][i] = b1 * state["m"][i] + (1 - b1) * g
+        state["v"][i] = b2 * state["v"][i] + (1 - b2) * (g * g)
+        m_hat, v_hat = state["m"][i] / (1 - b1**t), state["v"][i] / (1 - b2**t)
+        params[i] = params[i] - lr * m_hat / (np.sqrt(v_hat) + eps)
+
+
+def fresh_state(params):
+    return {
+        "t": 0,
+        "m": [np.zeros_like(p) for p in params],
+        "v": [np.zeros_like(p) for p in params],
+    }
+
+
+def host(arrays):
+    """Host copies of Tensors or of backend arrays (gradients)."""
+    return [np.array(minivae.to_numpy(a)) for a in arrays]
+
+
+def test_flat_adam_equals_per_parameter_adam_with_a_parameter_left_out():
+    # float64 weights of a small CNN; from step 4 on the last weight gets no gradient, as a
+    # frozen part of a model would, and must keep its value and its moments
+    model = nn.Sequential([nn.Conv2D(3, 3, activation="relu"), nn.Flatten(), nn.Dense(2)])
+    model.build(DATA.shape[1:], dtype="float64")
+    params = model.parameters()
+    opt = Adam(params, lr=0.01)
+    expected = host(params)
+    state = fresh_state(expected)
+    x = Tensor(DATA.astype(np.float64))
+    for step in range(8):
+        opt.zero_grad()
+        (model(x) ** 2).mean().backward()
+        if step >= 3:
+            params[-1].grad = None
+        grads = [None if p.grad is None else host([p.grad])[0] for p in params]
+        per_parameter_adam(expected, grads, state, lr=0.01)
+        opt.step()
+        for i, (p, want) in enumerate(zip(params, expected)):
+            np.testing.assert_allclose(p.numpy(), want, rtol=1e-14, atol=0, err_msg=f"{step} {i}")
+    saved = opt.state_dict()
+    assert saved["t"] == state["t"]
+    for i in range(len(params)):
+        np.testing.assert_allclose(saved[f"m.{i}"], state["m"][i], rtol=1e-14, atol=0)
+        np.testing.assert_allclose(saved[f"v.{i}"], state["v"][i], rtol=1e-14, atol=0)
+
+
+def test_a_replaced_parameter_array_is_picked_up_by_the_next_step():
+    # load_state_dict, load_weights or `p.data = ...` give a parameter a new array, which is
+    # not a view into the optimiser's flat array: the next step must start from it
+    model = built(0)
+    opt = SGD(model.parameters(), lr=0.1)
+    train(model, opt, 2)
+    other = built(1)
+    model.load_state_dict(other.state_dict())
+    kernel = model.parameters()[0]
+    kernel.data = kernel.data * 0 + 0.5
+    start = host(model.parameters())
+    train(model, opt, 1)
+    grads = host([p.grad for p in model.parameters()])
+    for p, p0, g in zip(model.parameters(), start, grads):
+        np.testing.assert_allclose(p.numpy(), p0 - 0.1 * g, rtol=1e-6, atol=1e-7)
+
+
+def test_two_optimisers_on_the_same_parameters_take_turns():
+    model = built(0)
+    first, second = SGD(model.parameters(), lr=0.1), SGD(model.parameters(), lr=0.01)
+    train(model, first, 1)
+    start = host(model.parameters())
+    train(model, second, 1)  # the second one must start where the first one left them
+    grads = host([p.grad for p in model.parameters()])
+    for p, p0, g in zip(model.parameters(), start, grads):
+        np.testing.assert_allclose(p.numpy(), p0 - 0.01 * g, rtol=1e-6, atol=1e-7)
+
+
+def test_a_parameter_twice_or_two_dtypes_are_refused():
+    w = Tensor(np.ones(2), requires_grad=True)
+    with pytest.raises(ValueError, match="Adam: a parameter appears twice in the list"):
+        Adam([w, w])
+    w32 = Tensor(np.ones(2, dtype=np.float32), requires_grad=True)
+    with pytest.raises(
+        ValueError, match=r"SGD: the parameters mix dtypes \['float32', 'float64'\]"
+    ):
+        SGD([w, w32])
