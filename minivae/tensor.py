@@ -178,7 +178,10 @@ class Tensor:
         a, b = _operands(self, other, "add")
 
         def backward(g):  # d(a+b)/da = d(a+b)/db = 1
-            return unbroadcast(g, a.shape), unbroadcast(g, b.shape)
+            # (as in every binary op: nothing is computed for an operand that needs no gradient,
+            # such as a number: unbroadcasting to its shape () would sum all of g for nothing)
+            ga = unbroadcast(g, a.shape) if a.requires_grad else None
+            return ga, unbroadcast(g, b.shape) if b.requires_grad else None
 
         return record(a.data + b.data, (a, b), backward, "add")
 
@@ -186,7 +189,8 @@ class Tensor:
         a, b = _operands(self, other, "subtract")
 
         def backward(g):  # d(a-b)/da = 1, d(a-b)/db = -1
-            return unbroadcast(g, a.shape), unbroadcast(-g, b.shape)
+            ga = unbroadcast(g, a.shape) if a.requires_grad else None
+            return ga, unbroadcast(-g, b.shape) if b.requires_grad else None
 
         return record(a.data - b.data, (a, b), backward, "subtract")
 
@@ -194,7 +198,8 @@ class Tensor:
         a, b = _operands(self, other, "multiply")
 
         def backward(g):  # d(ab)/da = b, d(ab)/db = a
-            return unbroadcast(g * b.data, a.shape), unbroadcast(g * a.data, b.shape)
+            ga = unbroadcast(g * b.data, a.shape) if a.requires_grad else None
+            return ga, unbroadcast(g * a.data, b.shape) if b.requires_grad else None
 
         return record(a.data * b.data, (a, b), backward, "multiply")
 
@@ -203,7 +208,8 @@ class Tensor:
         out = a.data / b.data
 
         def backward(g):  # d(a/b)/da = 1/b, d(a/b)/db = -a/b^2 = -out/b
-            return unbroadcast(g / b.data, a.shape), unbroadcast(-g * out / b.data, b.shape)
+            ga = unbroadcast(g / b.data, a.shape) if a.requires_grad else None
+            return ga, unbroadcast(-g * out / b.data, b.shape) if b.requires_grad else None
 
         return record(out, (a, b), backward, "divide")
 
