@@ -15,6 +15,7 @@ from . import datasets, distributions, estimators, graph, linalg, nn, optim, tra
 from .backend import BackendError, get_backend, seed, set_backend, to_numpy, use_backend
 from .functional import (
     abs,
+    bernoulli_log_prob,
     clip,
     concatenate,
     exp,

@@ -330,14 +330,12 @@ class Bernoulli(Distribution):
         return F.sigmoid(self.logits)
 
     def log_prob(self, x) -> Tensor:
-        # x log p + (1 - x) log(1 - p) with log p = log_sigmoid(a), log(1 - p) = log_sigmoid(-a):
-        # never forms p, so logits of +-1000 give 0 and -1000, not log(0) = -inf or NaN
+        # x log p + (1 - x) log(1 - p) = x a - softplus(a) for logits a, computed without
+        # forming p (see F.bernoulli_log_prob), so logits of +-1000 give 0 and -1000, not NaN
         x = self._check_value(x, "log_prob")
         if self.validate:
             _check_unit_interval(x)
-        return self._sum_event(
-            x * F.log_sigmoid(self.logits) + (1 - x) * F.log_sigmoid(-self.logits)
-        )
+        return self._sum_event(F.bernoulli_log_prob(self.logits, x))
 
     def sample(self, sample_shape=()) -> Tensor:
         """1 with probability p, else 0 (u < p for u uniform on [0, 1))."""
@@ -357,11 +355,8 @@ class Bernoulli(Distribution):
         )
 
     def entropy(self) -> Tensor:
-        # -[p log p + (1 - p) log(1 - p)], in the stable log_sigmoid form
-        p = self.mean
-        return self._sum_event(
-            -(p * F.log_sigmoid(self.logits) + (1 - p) * F.log_sigmoid(-self.logits))
-        )
+        # -[p log p + (1 - p) log(1 - p)]: minus the log-probability of x = p
+        return self._sum_event(-F.bernoulli_log_prob(self.logits, self.mean))
 
 
 def _check_unit_interval(x: Tensor) -> None:

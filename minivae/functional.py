@@ -5,7 +5,7 @@ the one of ``tensor.py``: compute ``out``, write ``backward(g)`` as the chain
 rule (g times the local derivative), record both with ``record``.
 
 Where the textbook formula overflows, the stable form is used and the comment
-says why (sigmoid, softplus, log_sigmoid, logsumexp).
+says why (sigmoid, softplus, log_sigmoid, bernoulli_log_prob, logsumexp).
 """
 
 from __future__ import annotations
@@ -98,17 +98,20 @@ def relu(x):
     return record(xp.maximum(x.data, 0.0), (x,), backward, "relu")
 
 
-def _sigmoid_array(a):
-    # 1/(1+e^-a) overflows e^-a for very negative a; with e = e^-|a| <= 1 nothing overflows:
-    # a >= 0: 1/(1+e);  a < 0: e/(1+e)
+def _sigmoid_array(a, e):
+    # sigmoid(a) from e = e^-|a| (which every caller has computed already):
+    # e^min(a,0) / (1 + e) is 1/(1 + e^-a) for a >= 0 and e^a/(1 + e^a) for a < 0, and no
+    # exponent is positive, so nothing overflows, where 1/(1 + e^-a) overflows e^-a for very
+    # negative a. (A where() picking one of the two forms costs more than this whole line on a
+    # CPU: a mask of random signs defeats branch prediction.)
     xp = _xp()
-    e = xp.exp(-xp.abs(a))
-    return xp.where(a >= 0, 1 / (1 + e), e / (1 + e))
+    return xp.exp(xp.minimum(a, 0.0)) / (1 + e)
 
 
 def sigmoid(x):
     x = as_tensor(x)
-    out = _sigmoid_array(x.data)
+    xp = _xp()
+    out = _sigmoid_array(x.data, xp.exp(-xp.abs(x.data)))
 
     def backward(g):  # d sigmoid(x)/dx = sigmoid(x) (1 - sigmoid(x))
         return (g * out * (1 - out),)
@@ -121,24 +124,49 @@ def softplus(x):
     negative x."""
     x = as_tensor(x)
     xp = _xp()
-    out = xp.maximum(x.data, xp.zeros_like(x.data)) + xp.log1p(xp.exp(-xp.abs(x.data)))
+    e = xp.exp(-xp.abs(x.data))
+    out = xp.maximum(x.data, 0.0) + xp.log1p(e)
 
     def backward(g):  # d softplus(x)/dx = sigmoid(x)
-        return (g * _sigmoid_array(x.data),)
+        return (g * _sigmoid_array(x.data, e),)
 
     return record(out, (x,), backward, "softplus")
 
 
 def log_sigmoid(x):
-    """log(sigmoid(x)) = -softplus(-x), stable for large |x| (used by the Bernoulli likelihood)."""
+    """log(sigmoid(x)) = -softplus(-x) = min(x, 0) - log1p(e^-|x|), stable for large |x|."""
     x = as_tensor(x)
     xp = _xp()
-    out = xp.minimum(x.data, xp.zeros_like(x.data)) - xp.log1p(xp.exp(-xp.abs(x.data)))
+    e = xp.exp(-xp.abs(x.data))  # = e^-|-x|
+    out = xp.minimum(x.data, 0.0) - xp.log1p(e)
 
     def backward(g):  # d log_sigmoid(x)/dx = sigmoid(-x)
-        return (g * _sigmoid_array(-x.data),)
+        return (g * _sigmoid_array(-x.data, e),)
 
     return record(out, (x,), backward, "log_sigmoid")
+
+
+def bernoulli_log_prob(logits, x):
+    """x log p + (1 - x) log(1 - p) with p = sigmoid(logits), elementwise (x broadcast to the
+    logits' shape): the Bernoulli log-likelihood, PyTorch's -binary_cross_entropy_with_logits.
+
+    With log p = a - softplus(a) and log(1 - p) = -softplus(a) it is x a - softplus(a): one
+    softplus instead of two log_sigmoids, and p is never formed, so logits of +-1000 give
+    0 and -1000, not log(0) = -inf or NaN.
+    """
+    a = as_tensor(logits)
+    x = lift(x, a, "bernoulli_log_prob")
+    broadcast_shapes(a.shape, x.shape, "bernoulli_log_prob")
+    xp = _xp()
+    e = xp.exp(-xp.abs(a.data))
+    out = x.data * a.data - (xp.maximum(a.data, 0.0) + xp.log1p(e))
+
+    def backward(g):  # d/da = x - sigmoid(a) (softplus' = sigmoid), d/dx = a
+        ga = unbroadcast(g * (x.data - _sigmoid_array(a.data, e)), a.shape)
+        gx = unbroadcast(g * a.data, x.shape) if x.requires_grad else None
+        return ga, gx
+
+    return record(out, (a, x), backward, "bernoulli_log_prob")
 
 
 def logsumexp(x, axis=-1, keepdims=False):

@@ -60,6 +60,10 @@ def away_from(*kinks):
     return sample
 
 
+def unit_interval(rng, shape):  # Bernoulli data: grey pixels in [0, 1]
+    return rng.uniform(0, 1, shape)
+
+
 def even_hundredths(rng, shape):  # maximum's first input: 0.02 k ...
     return np.round(rng.uniform(-3, 3, shape) / 0.02) * 0.02
 
@@ -205,6 +209,18 @@ OPS = {
     "log_sigmoid": Op(
         F.log_sigmoid, lambda x: -np.logaddexp(0, -x), lambda T, x: T.nn.functional.logsigmoid(x)
     ),
+    "bernoulli_log_prob": Op(
+        F.bernoulli_log_prob,
+        lambda a, x: x * a - np.logaddexp(0, a),
+        lambda T, a, x: (
+            -T.nn.functional.binary_cross_entropy_with_logits(
+                *T.broadcast_tensors(a, x),
+                reduction="none",  # (torch wants equal shapes)
+            )
+        ),
+        broadcastable_pair,
+        (anywhere, unit_interval),
+    ),
     "logsumexp(axis=-1)": Op(
         lambda x: F.logsumexp(x, axis=-1),
         lambda x: np.log(np.exp(x).sum(-1)),
@@ -339,6 +355,16 @@ STABLE = {  # op: (its values at [-1000, 1000], its derivatives there)
     "sigmoid": (F.sigmoid, [0.0, 1.0], [0.0, 0.0]),
     "softplus": (F.softplus, [0.0, 1000.0], [0.0, 1.0]),
     "log_sigmoid": (F.log_sigmoid, [-1000.0, 0.0], [1.0, 0.0]),
+    "bernoulli_log_prob(a, x=1)": (
+        lambda a: F.bernoulli_log_prob(a, 1.0),
+        [-1000.0, 0.0],
+        [1.0, 0.0],
+    ),
+    "bernoulli_log_prob(a, x=0)": (
+        lambda a: F.bernoulli_log_prob(a, 0.0),
+        [0.0, -1000.0],
+        [0.0, -1.0],
+    ),
 }
 
 
