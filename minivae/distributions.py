@@ -24,14 +24,11 @@ axes); ``log_prob`` sums over the event axes.
 
 from __future__ import annotations
 
-import math
-
 from . import backend
 from . import functional as F
+from .functional import HALF_LOG_2PI
 from .linalg import diagonal, fill_tril, lower_mask, tril_solve
 from .tensor import Tensor, as_int, as_tensor, broadcast_shapes, is_int, lift, no_grad
-
-HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 class Distribution:
@@ -169,11 +166,9 @@ class Normal(Distribution):
 
     def log_prob(self, x) -> Tensor:
         # per coordinate: -[0.5 ((x - mu) / sigma)^2 + log sigma + 0.5 log(2 pi)],
-        # the negative of the lecture's nll line (its x_log_std is our log_std)
+        # the negative of the lecture's nll line (its x_log_std is our log_std): one op
         x = self._check_value(x, "log_prob")
-        return self._sum_event(
-            -0.5 * F.square((x - self.loc) / self.scale) - self.log_std - HALF_LOG_2PI
-        )
+        return self._sum_event(F.normal_log_prob(x, self.loc, self.log_std))
 
     def log_prob_of_draw(self, eps) -> Tensor:
         """log_prob(z) of z = rsample(eps=eps): (z - mu) / sigma is eps, so per coordinate
@@ -201,8 +196,8 @@ class GaussianLikelihood(Normal):
 
     * mean = sigmoid(h1), so it lies in [0, 1] like the pixels;
     * a learned per-pixel log-std from h2, floored smoothly:
-          log_std = log_std_min + softplus(h2 - log_std_min)
-      which is ~h2 when h2 is well above the floor and never below log_std_min.
+          log_std = log_std_min + softplus(h2 - log_std_min) = log(e^h2 + e^log_std_min)
+      (one F.logaddexp), which is ~h2 when h2 is well above the floor and never below log_std_min.
 
     The default floor log_std_min = -5 (sigma >= 0.0067 ~ 1.7/255) removes only the
     degenerate sigma -> 0 direction of a Gaussian on 8-bit pixels; why, in
@@ -218,7 +213,7 @@ class GaussianLikelihood(Normal):
         if log_std_min is None:
             log_std = raw_log_std
         else:
-            log_std = log_std_min + F.softplus(raw_log_std - log_std_min)
+            log_std = F.logaddexp(raw_log_std, log_std_min)
         super().__init__(
             F.sigmoid(mean_logits), F.exp(log_std), event_ndim, validate=False, log_std=log_std
         )
@@ -396,10 +391,8 @@ def kl_divergence(q, p) -> Tensor:
             )
         if isinstance(p, StandardNormal):
             # The lecture's eq. (24), D_KL = 1/2 [mu^T mu + sum_i sigma_i^2 - l - log prod_i
-            # sigma_i^2]
-            # (its (sigma_q)_i are variances); log sigma^2 = 2 log_std.
-            log_var = 2 * q.log_std
-            return q._sum_event(0.5 * (F.square(q.loc) + F.exp(log_var) - 1 - log_var))
+            # sigma_i^2] (its (sigma_q)_i are variances), one coordinate at a time in one op
+            return q._sum_event(F.normal_kl_to_standard(q.loc, q.log_std))
         # per coordinate: log(s_p / s_q) + (s_q^2 + (mu_q - mu_p)^2) / (2 s_p^2) - 1/2
         ratio = F.square(q.scale / p.scale) + F.square((q.loc - p.loc) / p.scale)
         return q._sum_event(p.log_std - q.log_std + 0.5 * ratio - 0.5)

@@ -239,12 +239,13 @@ class Tensor:
         xp = backend.xp()
 
         def backward(g):  # C = AB: dA = g B^T, dB = A^T g (summed over broadcast batch axes)
-            # skip the product nobody needs, e.g. the gradient of the input data: a whole matmul
+            # skip the product nobody needs, e.g. the gradient of the input data: a whole matmul.
+            # (.mT, the matrix transpose, is a view: strides swapped, no data moved)
             ga = gb = None
             if a.requires_grad:
-                ga = unbroadcast(xp.matmul(g, xp.matrix_transpose(b.data)), a.shape)
+                ga = unbroadcast(xp.matmul(g, b.data.mT), a.shape)
             if b.requires_grad:
-                gb = unbroadcast(xp.matmul(xp.matrix_transpose(a.data), g), b.shape)
+                gb = unbroadcast(xp.matmul(a.data.mT, g), b.shape)
             return ga, gb
 
         return record(xp.matmul(a.data, b.data), (a, b), backward, "matmul")
@@ -279,23 +280,36 @@ class Tensor:
     def sum(self, axis=None, keepdims=False):
         xp = backend.xp()
         axes = normalize_axes(axis, self.ndim, "sum")
-        kept = tuple(1 if i in axes else n for i, n in enumerate(self.shape))
-        leading = axes == tuple(range(len(axes)))  # (all of them, say): g broadcasts as it is
 
         def backward(g):  # every summed element gets the same gradient
-            # (added to zeros, not broadcast_to: a leaf's .grad must be a writable array, not a
-            # view)
-            return (xp.zeros_like(self.data) + (g if keepdims or leading else xp.reshape(g, kept)),)
+            return (self._spread(g, axes, keepdims),)
 
         return record(xp.sum(self.data, axis=axes, keepdims=keepdims), (self,), backward, "sum")
 
     def mean(self, axis=None, keepdims=False):
-        count = int(np.prod([self.shape[i] for i in normalize_axes(axis, self.ndim, "mean")]))
+        xp = backend.xp()
+        axes = normalize_axes(axis, self.ndim, "mean")
+        count = math.prod(self.shape[i] for i in axes)
         if count == 0:  # 0 / 0: an empty batch would give a NaN loss
             raise ValueError(
                 f"mean: over no elements (axis {axis} of shape {self.shape}); an empty batch?"
             )
-        return self.sum(axis, keepdims) / count
+
+        def backward(g):  # every averaged element gets g / count
+            return (self._spread(g / count, axes, keepdims),)
+
+        return record(xp.mean(self.data, axis=axes, keepdims=keepdims), (self,), backward, "mean")
+
+    def _spread(self, g, axes, keepdims):
+        """The gradient g of a reduction over `axes` of this tensor, copied to every element
+        reduced. (Added to zeros, not broadcast_to: a leaf's .grad must be a writable array,
+        not a view.)"""
+        leading = axes == tuple(range(len(axes)))  # (all of them, say): g broadcasts as it is
+        if not (keepdims or leading):
+            g = backend.xp().reshape(
+                g, tuple(1 if i in axes else n for i, n in enumerate(self.shape))
+            )
+        return backend.xp().zeros_like(self.data) + g
 
     def reshape(self, *shape):
         shape = (

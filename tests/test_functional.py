@@ -221,6 +221,34 @@ OPS = {
         broadcastable_pair,
         (anywhere, unit_interval),
     ),
+    "logaddexp": Op(
+        F.logaddexp, np.logaddexp, lambda T, a, b: T.logaddexp(a, b), broadcastable_pair
+    ),
+    "logaddexp(h, -5.0)": Op(
+        lambda h: F.logaddexp(h, -5.0),
+        lambda h: np.logaddexp(h, -5.0),
+        lambda T, h: T.logaddexp(h, T.tensor(-5.0, dtype=h.dtype)),
+        domains=(lambda rng, shape: rng.uniform(-8, 3, shape),),  # on both sides of the floor
+    ),
+    "normal_log_prob": Op(
+        F.normal_log_prob,
+        lambda x, mu, log_std: (
+            -0.5 * ((x - mu) / np.exp(log_std)) ** 2 - log_std - 0.5 * np.log(2 * np.pi)
+        ),
+        lambda T, x, mu, log_std: T.distributions.Normal(mu, log_std.exp()).log_prob(x),
+        hnp.mutually_broadcastable_shapes(
+            num_shapes=3, min_dims=0, max_dims=3, min_side=1, max_side=4
+        ).map(lambda b: b.input_shapes),
+    ),
+    "normal_kl_to_standard": Op(
+        F.normal_kl_to_standard,
+        lambda mu, log_std: 0.5 * (mu**2 + np.exp(2 * log_std) - 1) - log_std,
+        lambda T, mu, log_std: T.distributions.kl_divergence(
+            T.distributions.Normal(mu, log_std.exp()),
+            T.distributions.Normal(T.zeros_like(mu), T.ones_like(mu)),
+        ),
+        broadcastable_pair,
+    ),
     "logsumexp(axis=-1)": Op(
         lambda x: F.logsumexp(x, axis=-1),
         lambda x: np.log(np.exp(x).sum(-1)),

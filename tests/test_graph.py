@@ -115,15 +115,15 @@ def test_collapse_draws_each_layer_as_one_node():
         loss = F.square(model(x)).mean()
     g = graph.capture(loss, model=model, layers=calls)
     nodes, edges = parse(g.to_dot(collapse=True, legend=False))
-    # x, the two Dense layers, square, sum, divide (mean = sum / count)
-    assert len(nodes) == 6 and len(edges) == 5
+    # x, the two Dense layers, square, mean
+    assert len(nodes) == 5 and len(edges) == 4
     first = nodes["layer_layers_0"][0].split("\n")
     assert first == ["layers.0 Dense", "out (4, 3)", "kernel (5, 3)", "bias (3,)"]
     assert ("layer_layers_0", "layer_layers_1", "") in edges
     full_nodes, _ = parse(g.to_dot(legend=False))
     assert (
-        len(full_nodes) == 1 + 5 + 4 + 3
-    )  # x; kernel matmul bias add tanh; kernel matmul bias add; 3
+        len(full_nodes) == 1 + 5 + 4 + 2
+    )  # x; kernel matmul bias add tanh; kernel matmul bias add; square mean
 
 
 def test_eps_is_a_constant_and_mu_sigma_lie_on_the_gradient_path():
