@@ -52,11 +52,7 @@ def conv2d(
         g2 = xp.reshape(g, (n * oh * ow, f))
         # out = cols @ kernel, so d(kernel) = cols^T g; d(x) adds g times the kernel back onto
         # the pixels each window was gathered from: the transposed convolution of g
-        gk = (
-            xp.reshape(xp.matrix_transpose(cols) @ g2, kernel.shape)
-            if kernel.requires_grad
-            else None
-        )
+        gk = xp.reshape(cols.mT @ g2, kernel.shape) if kernel.requires_grad else None
         gx = None
         if x.requires_grad:  # (not for the images fed to the first layer)
             gx = crop2d(_add_patches(g, kernel.data, strides, padded_size), pads)
@@ -99,11 +95,7 @@ def conv2d_transpose(
         k2 = xp.reshape(kernel.data, (kh * kw * f, c))
         gx = xp.reshape(gcols @ k2, x.shape) if x.requires_grad else None
         x2 = xp.reshape(x.data, (n * h * w, c))
-        gk = (
-            xp.reshape(xp.matrix_transpose(gcols) @ x2, kernel.shape)
-            if kernel.requires_grad
-            else None
-        )
+        gk = xp.reshape(gcols.mT @ x2, kernel.shape) if kernel.requires_grad else None
         return (gx, gk) if bias is None else (gx, gk, _sum_rows(xp.reshape(g, (-1, f))))
 
     return record(out, parents, backward, "conv2d_transpose")
@@ -140,9 +132,9 @@ def _add_patches(x, kernel, strides, size):
         return xp.reshape(out, (n, *size, f))
     x2 = xp.reshape(x, (n * h * w, c))
     if f == 1:  # kernel rows (kh*kw, C) @ x^T is already (offsets, pixels, 1): one product
-        products = xp.reshape(kernel, (kh * kw, c)) @ xp.matrix_transpose(x2)
+        products = xp.reshape(kernel, (kh * kw, c)) @ x2.mT
     else:  # one (pixels, F) product per offset
-        products = x2 @ xp.matrix_transpose(xp.reshape(kernel, (kh * kw, f, c)))
+        products = x2 @ xp.reshape(kernel, (kh * kw, f, c)).mT
     return col2im(xp.reshape(products, (kh * kw, n, h, w, f)), size, (kh, kw), strides)
 
 
