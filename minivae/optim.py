@@ -104,9 +104,10 @@ class Optimizer:
         return flat, xp.concat(has_grad)
 
     def _piece(self, flat, i: int):
-        """Parameter i's part of a flat array, in its shape (a view, not a copy)."""
+        """Parameter i's part of a flat array, in its shape: a view, not a copy, as a reshape
+        of a contiguous slice is on every backend (no copy=False: CuPy 14's reshape lacks it)."""
         lo, hi = self.bounds[i], self.bounds[i + 1]
-        return backend.xp().reshape(flat[lo:hi], self.params[i].shape, copy=False)
+        return backend.xp().reshape(flat[lo:hi], self.params[i].shape)
 
     # --- checkpoints: the step count and every state array, per parameter, as host arrays ---
     def state_dict(self) -> dict[str, np.ndarray]:
