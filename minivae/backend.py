@@ -207,6 +207,13 @@ def dtype(name):
 def float_name(dtype) -> str | None:
     """'float32' or 'float64' for such a dtype of any backend (or for its name), else None:
     the one place dtype names are read."""
+    # cached: str() of a NumPy dtype takes ~2 us, and most ops ask. Keyed on the type too, so
+    # a strict dtype is never compared with NumPy's (equal hashes; strict warns at ==)
+    return _float_name(type(dtype), dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _float_name(kind, dtype) -> str | None:
     name = dtype.__name__ if isinstance(dtype, type) else str(dtype)  # np.float32 is a type
     name = name.split(".")[-1]
     return name if name in ("float32", "float64") else None
