@@ -8,8 +8,9 @@ training resumes exactly.
 All parameters are updated at once: their arrays are views into one flat array,
 their gradients are joined into another, and the paper's formulas run once over
 all of them (on a GPU each array operation is a kernel launch; per parameter, a
-model with 20 weights would launch 20 times as many). The state (Adam's m and v)
-is flat too, and is saved per parameter.
+model with 20 weights would launch 20 times as many). On the CPU they run over
+blocks of the flat arrays that fit in its cache (CPU_BLOCK). The state (Adam's m
+and v) is flat too, and is saved per parameter.
 """
 
 from __future__ import annotations
@@ -21,6 +22,13 @@ import numpy as np
 
 from . import backend
 from .backend import check_finite_array
+
+# Entries per block of the update on the CPU: Adam's dozen passes over four arrays (parameters,
+# gradient, m, v) then stay in the L2 cache (4 x 256 KiB) instead of streaming arrays of
+# megabytes through it each time: Adam's step on the MNIST recipe's 652k parameters took
+# 1.95 ms in one pass, 1.31 ms in blocks (same-run medians, one thread).
+# On a GPU each pass is a kernel launch, so there the update makes one pass over everything.
+CPU_BLOCK = 1 << 16
 
 
 class Optimizer:
@@ -65,7 +73,9 @@ class Optimizer:
         flat = self._flat_parameters()  # in place below: every p.data is a view into flat
         g, has_grad = self._flat_gradients()
         if has_grad is None:
-            flat -= self._update(g, **self.state)
+            for block in self._blocks():
+                part = flat[block]  # a view: subtracting from it moves the parameters
+                part -= self._update(g[block], **{k: s[block] for k, s in self.state.items()})
             return
         # some parameter has no gradient: the update runs on copies of the state, and only
         # the entries with a gradient take the change and the new state
@@ -80,6 +90,13 @@ class Optimizer:
         place, and may overwrite `g` (the step's own array, joined by _flat_gradients):
         each update is then a few passes over memory, with few temporaries."""
         raise NotImplementedError(f"{type(self).__name__} must define _update(g, **state)")
+
+    def _blocks(self) -> list[slice]:
+        """The flat arrays as the update walks them: on the CPU in blocks of CPU_BLOCK
+        entries, on a GPU (and on strict, its stand-in) whole."""
+        n = self.bounds[-1]
+        size = CPU_BLOCK if backend.get_backend().name == "numpy" else n
+        return [slice(lo, min(lo + size, n)) for lo in range(0, n, size)]
 
     # --- the flat arrays ---
     def _flat_parameters(self):
