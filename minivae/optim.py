@@ -73,9 +73,9 @@ class Optimizer:
         flat = self._flat_parameters()  # in place below: every p.data is a view into flat
         g, has_grad = self._flat_gradients()
         if has_grad is None:
-            for block in self._blocks():
-                part = flat[block]  # a view: subtracting from it moves the parameters
-                part -= self._update(g[block], **{k: s[block] for k, s in self.state.items()})
+            names = list(self.state)
+            for part, g_part, *state in self._in_blocks(flat, g, *self.state.values()):
+                part -= self._update(g_part, **dict(zip(names, state)))  # (views: in place)
             return
         # some parameter has no gradient: the update runs on copies of the state, and only
         # the entries with a gradient take the change and the new state
@@ -91,12 +91,14 @@ class Optimizer:
         each update is then a few passes over memory, with few temporaries."""
         raise NotImplementedError(f"{type(self).__name__} must define _update(g, **state)")
 
-    def _blocks(self) -> list[slice]:
-        """The flat arrays as the update walks them: on the CPU in blocks of CPU_BLOCK
-        entries, on a GPU (and on strict, its stand-in) whole."""
-        n = self.bounds[-1]
-        size = CPU_BLOCK if backend.get_backend().name == "numpy" else n
-        return [slice(lo, min(lo + size, n)) for lo in range(0, n, size)]
+    def _in_blocks(self, *arrays) -> list:
+        """The flat arrays as the update walks them, one list per block: on the CPU views
+        of CPU_BLOCK entries each, on a GPU (and on strict, its stand-in) the arrays whole."""
+        if backend.get_backend().name != "numpy":
+            return [arrays]
+        return [
+            [a[lo : lo + CPU_BLOCK] for a in arrays] for lo in range(0, self.bounds[-1], CPU_BLOCK)
+        ]
 
     # --- the flat arrays ---
     def _flat_parameters(self):
