@@ -208,6 +208,13 @@ def dtype(name):
 def float_name(dtype) -> str | None:
     """'float32' or 'float64' for such a dtype of any backend (or for its name), else None:
     the one place dtype names are read."""
+    # cached: str() of a NumPy dtype takes ~2 us, and most ops ask. Keyed on the type too, so
+    # a strict dtype is never compared with NumPy's (equal hashes; strict warns at ==)
+    return _float_name(type(dtype), dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _float_name(kind, dtype) -> str | None:
     name = dtype.__name__ if isinstance(dtype, type) else str(dtype)  # np.float32 is a type
     name = name.split(".")[-1]
     return name if name in ("float32", "float64") else None
@@ -235,17 +242,18 @@ def full(shape, value, dtype):
     return b.xp.full(shape, value, dtype=dtype)
 
 
-def constant(value: float, dtype):
-    """A 0-d array holding the number `value`, made once per backend, value and dtype: the
-    numbers in a model's formulas (0.5, 1, log 2 pi) would otherwise be copied to the device
-    at every step. Shared, so never written to."""
+def constant(value: float, dtype, shape=()):
+    """An array of `shape` (by default 0-d) filled with the number `value`, made once per
+    backend, value, dtype and shape: the numbers in a model's formulas (0.5, 1, log 2 pi)
+    would otherwise be copied to the device at every step. Shared, so never written to."""
     # the sign joins the key: -0.0 == 0.0, but 1 / -0.0 is -inf
-    return _constant(_current.name, float(value), math.copysign(1.0, value), float_name(dtype))
+    sign = math.copysign(1.0, value)
+    return _constant(_current.name, float(value), sign, float_name(dtype), tuple(shape))
 
 
 @functools.lru_cache(maxsize=1024)
-def _constant(backend_name: str, value: float, sign: float, dtype_name: str):
-    return full((), value, dtype(dtype_name))  # (`backend_name`, `sign`: only the cache key)
+def _constant(backend_name: str, value: float, sign: float, dtype_name: str, shape: tuple):
+    return full(shape, value, dtype(dtype_name))  # (`backend_name`, `sign`: only the key)
 
 
 def to_numpy(x) -> np.ndarray:

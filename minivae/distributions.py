@@ -329,7 +329,7 @@ class Bernoulli(Distribution):
         # forming p (see F.bernoulli_log_prob), so logits of +-1000 give 0 and -1000, not NaN
         x = self._check_value(x, "log_prob")
         if self.validate:
-            _check_unit_interval(x)
+            check_unit_interval(x, "Bernoulli.log_prob")
         return self._sum_event(F.bernoulli_log_prob(self.logits, x))
 
     def sample(self, sample_shape=()) -> Tensor:
@@ -354,8 +354,9 @@ class Bernoulli(Distribution):
         return self._sum_event(-F.bernoulli_log_prob(self.logits, self.mean))
 
 
-def _check_unit_interval(x: Tensor) -> None:
-    """Refuse Bernoulli data outside [0, 1] (NaN too): one read from the device."""
+def check_unit_interval(x: Tensor, who: str) -> None:
+    """Refuse Bernoulli data outside [0, 1] (NaN too), naming `who` refused it: one read
+    from the device."""
     xp = backend.xp()
     if not bool(xp.all((x.data >= 0) & (x.data <= 1))):
         low, high = float(xp.min(x.data)), float(xp.max(x.data))
@@ -364,9 +365,7 @@ def _check_unit_interval(x: Tensor) -> None:
             if high > 1
             else ""
         )
-        raise ValueError(
-            f"Bernoulli.log_prob: x must lie in [0, 1], got values from {low:g} to {high:g}{hint}"
-        )
+        raise ValueError(f"{who}: x must lie in [0, 1], got values from {low:g} to {high:g}{hint}")
 
 
 # --- KL divergence in closed form ----------------------------------------------------

@@ -92,11 +92,11 @@ def tanh(x):
 def relu(x):
     x = as_tensor(x)
     xp = _xp()
-    # the slope as a 0/1 mask in x's dtype: a multiply is cheaper than a where over big activations
-    slope = xp.astype(x.data > 0, x.dtype)  # the gradient at exactly 0 is taken as 0
 
-    def backward(g):  # d relu(x)/dx = 1 for x > 0, else 0
-        return (g * slope,)
+    def backward(g):  # d relu(x)/dx = 1 for x > 0, else 0 (taken as 0 at exactly 0)
+        # the slope as a 0/1 mask in x's dtype: a multiply is cheaper than a where over big
+        # activations; made here, not in the forward, so a pass without gradients never pays
+        return (g * xp.astype(x.data > 0, x.dtype),)
 
     return record(xp.maximum(x.data, 0.0), (x,), backward, "relu")
 
@@ -181,7 +181,9 @@ def bernoulli_log_prob(logits, x):
     broadcast_shapes(a.shape, x.shape, "bernoulli_log_prob")
     xp = _xp()
     e = xp.exp(-xp.abs(a.data))
-    out = x.data * a.data - (xp.maximum(a.data, 0.0) + xp.log1p(e))
+    out = x.data * a.data
+    out -= xp.maximum(a.data, 0.0)  # (in place on the fresh product: one full-size copy fewer
+    out -= xp.log1p(e)  # each, and these arrays are large: (draws, N, pixels) in log_marginal)
 
     def backward(g):  # d/da = x - sigmoid(a) (softplus' = sigmoid), d/dx = a
         ga = unbroadcast(g * (x.data - _sigmoid_array(a.data, e)), a.shape)

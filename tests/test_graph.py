@@ -93,17 +93,17 @@ def test_labels_name_ops_shapes_and_parameters_of_a_model():
         loss = model(x).sum()
     g = graph.capture(loss, model=model, names={"x": x}, layers=calls)
     nodes, edges = parse(g.to_dot(legend=False))
-    # the flattened x (a reshape of data: no graph behind it), kernel, matmul, bias, add, relu, sum
-    assert len(nodes) == 7 and len(edges) == 6
+    # the flattened x (a reshape of data: no graph behind it), kernel, bias, dense, relu, sum
+    assert len(nodes) == 6 and len(edges) == 5
     assert nodes[by_label(nodes, "layers.1.kernel")][0] == "layers.1.kernel\n(6, 4)"
     assert nodes[by_label(nodes, "layers.1.bias")][0] == "layers.1.bias\n(4,)"
-    assert nodes[by_label(nodes, "matmul")][0] == "matmul\n(5, 4)"
+    assert nodes[by_label(nodes, "dense")][0] == "dense\n(5, 4)"
     assert nodes[by_label(nodes, "relu")][0] == "relu\n(5, 4)"
     assert nodes[by_label(nodes, "data")][0] == "data\n(5, 6), made by reshape\nno gradient path"
     dot = g.to_dot(legend=False)
     box = dot[dot.index("subgraph cluster_layers_1 {") :]
     assert 'label="layers.1 Dense"' in box
-    for op in ("matmul", "add", "relu", "layers.1.kernel"):  # the Dense made them; sum is outside
+    for op in ("dense", "relu", "layers.1.kernel"):  # the Dense made them; sum is outside
         assert f'label="{op}\\n' in box[: box.index("}")]
     assert 'label="sum\\n' not in box[: box.index("}")]
 
@@ -122,8 +122,8 @@ def test_collapse_draws_each_layer_as_one_node():
     assert ("layer_layers_0", "layer_layers_1", "") in edges
     full_nodes, _ = parse(g.to_dot(legend=False))
     assert (
-        len(full_nodes) == 1 + 5 + 4 + 2
-    )  # x; kernel matmul bias add tanh; kernel matmul bias add; square mean
+        len(full_nodes) == 1 + 4 + 3 + 2
+    )  # x; kernel bias dense tanh; kernel bias dense; square mean
 
 
 def test_eps_is_a_constant_and_mu_sigma_lie_on_the_gradient_path():

@@ -353,8 +353,9 @@ def test_conv2d_transpose_layer_gradients(case, activation):
     assert layer_gradcheck(layer, x)
 
 
-def test_dense_layer_gradients():
-    x = np.random.default_rng(0).standard_normal((3, 2, 4))  # Dense works over the last axis
+@pytest.mark.parametrize("shape", [(3, 4), (3, 2, 4)])  # Dense works over the last axis
+def test_dense_layer_gradients(shape):
+    x = np.random.default_rng(0).standard_normal(shape)
     assert layer_gradcheck(nn.Dense(5, activation="tanh"), x)
 
 

@@ -268,6 +268,28 @@ def test_flat_adam_equals_per_parameter_adam_with_a_parameter_left_out():
         np.testing.assert_allclose(saved[f"v.{i}"], state["v"][i], rtol=1e-14, atol=0)
 
 
+@pytest.mark.backends("numpy")  # the one backend that updates in blocks (the CPU's cache)
+@pytest.mark.parametrize(
+    "make",
+    [lambda p: Adam(p, lr=0.01), lambda p: SGD(p, lr=0.1, momentum=0.9)],
+    ids=["Adam", "SGD"],
+)
+def test_the_update_in_blocks_is_the_update_over_everything(monkeypatch, make):
+    # the small CNN's 119 entries in blocks of 5 (the last one short), each parameter cut
+    # across blocks, against one pass over all of them: elementwise, so the same bits
+    whole, blocked = built(0), built(0)
+    whole_opt, blocked_opt = make(whole.parameters()), make(blocked.parameters())
+    train(whole, whole_opt, 4)
+    monkeypatch.setattr(minivae.optim, "CPU_BLOCK", 5)
+    flat = blocked_opt._flat_parameters()
+    assert [a.size for a, *_ in blocked_opt._in_blocks(flat)] == [5] * 23 + [4]
+    train(blocked, blocked_opt, 4)
+    for (name, a), (_, b) in zip(whole.named_parameters(), blocked.named_parameters()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=name)
+    for key in whole_opt.state:
+        np.testing.assert_array_equal(whole_opt.state[key], blocked_opt.state[key], err_msg=key)
+
+
 def test_a_replaced_parameter_array_is_picked_up_by_the_next_step():
     # load_state_dict, load_weights or `p.data = ...` give a parameter a new array, which is
     # not a view into the optimiser's flat array: the next step must start from it

