@@ -11,8 +11,9 @@ Two measurements, each side `--repeats` times after a warm-up, medians reported:
   images in batches of 128);
 * VAE.log_marginal, importance-sampled log p(x) with `--samples` draws per image
   (`--chunk` at a time; minivae takes fewer where a chunk would pass vae.BLOCK numbers,
-  26 for 100 images) over the first `--images` test images, beside the same estimator
-  written in PyTorch, both on the starting weights (timed before training).
+  26 for 100 images, and the PyTorch side takes as many) over the first `--images` test
+  images, beside the same estimator written in PyTorch, both on the starting weights
+  (timed before training).
 
 PyTorch's side takes the loss from the logits (binary_cross_entropy_with_logits, the
 same loss as the recipe's sigmoid + binary_cross_entropy, and no slower), as minivae's
@@ -145,9 +146,11 @@ def time_torch(torch, model, batches, x_test, args, device="cpu"):
         with torch.no_grad():
             mu, logvar = encode(x)
             std = torch.exp(0.5 * logvar)
+            # as many draws at a time as minivae takes, so that both sides stream the same sizes
+            draws = max(1, min(args.chunk, minivae.vae.BLOCK // x.numel()))
             per_chunk = []
-            for start in range(0, args.samples, args.chunk):
-                eps = torch.randn(min(args.chunk, args.samples - start), *mu.shape, device=device)
+            for start in range(0, args.samples, draws):
+                eps = torch.randn(min(draws, args.samples - start), *mu.shape, device=device)
                 z = mu + std * eps
                 log_px_z = -F.binary_cross_entropy_with_logits(
                     decode(z), x.view(-1, 784).expand(len(z), -1, -1), reduction="none"
