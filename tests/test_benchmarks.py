@@ -1,5 +1,6 @@
 """benchmarks/bench_mnist.py at a tiny size, so it stays runnable: it prints its medians and
-ratios, writes them to --json, and its PyTorch side estimates the same log p(x)."""
+ratios, writes them to --json, and its PyTorch side estimates the same log p(x). And
+benchmarks/profile_step.py, on each of its models."""
 
 import json
 import os
@@ -49,3 +50,21 @@ def test_bench_mnist_pytorch_side_estimates_the_same_log_px(data_dir, tmp_path, 
     ours, theirs = json.loads(out.read_text())["mean_log_px"].values()
     assert abs(ours - theirs) < 2.0, (ours, theirs)  # nats per image; both near -550
     assert "ratio minivae / PyTorch: epoch" in done.stdout
+
+
+@script
+@pytest.mark.parametrize(
+    "model, ops", [("fashion", "conv2d"), ("frey", "dense"), ("mnist", "dense")]
+)
+def test_profile_step_times_each_phase_and_op(model, ops, data_dir):
+    profile = BENCH_MNIST.parent / "profile_step.py"
+    done = subprocess.run(
+        [sys.executable, str(profile), model, "--steps", "2"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MINIVAE_DATA": data_dir},
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"{model}: median step" in done.stdout and "optimizer.step" in done.stdout
+    assert f"    {ops} " in done.stdout  # a row per op
