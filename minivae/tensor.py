@@ -121,6 +121,7 @@ class Tensor:
         """
         grad = self._seed_gradient(grad)
         grads = {id(self): grad}
+        given = set()  # the arrays stored as a leaf's .grad in this walk
         for node in reversed(self.topological_order()):
             g = grads.pop(id(node), None)
             if g is None:
@@ -128,7 +129,13 @@ class Tensor:
             if visit is not None:
                 visit(node, g)
             if node.grad_fn is None:  # a leaf: keep (accumulate) its gradient
-                node.grad = g if node.grad is None else node.grad + g
+                if node.grad is not None:
+                    node.grad = node.grad + g
+                    continue
+                # each leaf its own array, as .grad may be changed in place (clipping): an op
+                # may hand one g to several parents (a + b gives both the same)
+                node.grad = backend.xp().asarray(g, copy=True) if id(g) in given else g
+                given.add(id(node.grad))
                 continue
             for parent, pg in zip(node.parents, _one_per_parent(node, node.grad_fn(g))):
                 if pg is not None and parent.requires_grad:
@@ -146,7 +153,9 @@ class Tensor:
                 )
             grad = backend.xp().ones_like(self.data)
         else:
-            grad = lift(grad, self, "backward").data
+            # a copy: the caller's array, or a shared constant for a number, must not become
+            # a .grad that is then changed in place
+            grad = backend.xp().asarray(lift(grad, self, "backward").data, copy=True)
             if tuple(grad.shape) != self.shape:
                 raise ValueError(
                     f"backward(): grad has shape {tuple(grad.shape)}, tensor has {self.shape}"

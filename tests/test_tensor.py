@@ -437,3 +437,21 @@ def test_a_leaf_gradient_is_a_writable_array():
     x.sum().backward()
     x.grad *= 0.5  # e.g. gradient clipping in place
     np.testing.assert_array_equal(x.grad, np.full((3, 2), 0.5))
+
+
+def test_each_leaf_gradient_is_its_own_array():
+    """Clipping one leaf's .grad in place changes no other gradient, no number and not the
+    caller's array: a + b hands both the same g, a number given to backward() is a shared
+    constant, and a Tensor given to it is the caller's."""
+    a, b = Tensor(np.ones(3), requires_grad=True), Tensor(np.ones(3), requires_grad=True)
+    (a + b).backward(Tensor(np.ones(3)))
+    a.grad *= 0.5
+    np.testing.assert_array_equal(minivae.to_numpy(b.grad), np.ones(3))
+    w = Tensor(1.5, requires_grad=True)
+    (w + 1.0).backward(3.0)
+    w.grad *= 0
+    assert float((Tensor(np.ones(3)) * 3.0).numpy()[0]) == 3.0
+    given, c = Tensor(np.ones(3)), Tensor(np.ones(3), requires_grad=True)
+    (c * 1.0).backward(given)
+    c.grad *= 0
+    np.testing.assert_array_equal(given.numpy(), np.ones(3))
