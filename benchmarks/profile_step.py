@@ -27,14 +27,14 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import minivae  # noqa: E402
-from minivae import cli, datasets, functional, tensor  # noqa: E402
+from minivae import cli, datasets, functional, linalg, tensor  # noqa: E402
 from minivae.nn import Dense, Flatten, Sequential, conv, layers  # noqa: E402
 from minivae.optim import Adam  # noqa: E402
 from minivae.train import to_device  # noqa: E402
 from minivae.vae import VAE  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-OP_MODULES = (tensor, functional, conv, layers)  # the modules that record ops
+OP_MODULES = (tensor, functional, linalg, conv, layers)  # the modules that record ops
 
 
 def load(path: str):

@@ -125,7 +125,7 @@ def figure_offsets(path: Path) -> None:
     (oh, ow), rows = gather()
     fig = Figure(figsize=(8, 8.4), layout="constrained")
     axes = fig.subplots(K, K)
-    keys = window_offsets((K, K), (S, S), (oh, ow))  # the very slices im2col takes
+    keys = window_offsets((K, K), (S, S), (oh, ow))  # the slices col2im and pooling take
     for j, key in enumerate(keys):
         i_, j_ = divmod(j, K)
         # pixel -> the window it serves
@@ -135,8 +135,8 @@ def figure_offsets(path: Path) -> None:
             axes[i_, j_], H, W, picked, title=f"offset ({i_},{j_}): x[:, {rows_}, {cols_}, :]"
         )
     fig.suptitle(
-        f"the gather loop runs over the {K * K} kernel offsets, not over the windows:\n"
-        "each step copies one strided slice (coloured by the window it lands in)"
+        f"the same windows read by the {K * K} kernel offsets, not by the windows:\n"
+        "each offset is one strided slice (coloured by the window it belongs to)"
     )
     _save(fig, path, dpi=80)
 

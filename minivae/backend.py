@@ -155,9 +155,10 @@ def _keep_freed_memory() -> None:
     the lecture's CNN that was about 5,800 page faults and 6-7 ms of system time a step
     (22.3 ms a step, against 15.7 ms without them: benchmarks/README.md). Large arrays
     from the heap, and 64 MiB kept at its top, bring that to zero. Only on Linux with
-    glibc; elsewhere nothing changes.
+    glibc; elsewhere nothing changes. It is process-wide: MINIVAE_KEEP_FREED_MEMORY=0 in
+    the environment leaves glibc as it is.
     """
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or os.environ.get("MINIVAE_KEEP_FREED_MEMORY") == "0":
         return
     try:
         libc = ctypes.CDLL("libc.so.6")

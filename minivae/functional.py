@@ -188,7 +188,11 @@ def bernoulli_log_prob(logits, x):
     out -= xp.log1p(e)  # each, and these arrays are large: (draws, N, pixels) in log_marginal)
 
     def backward(g):  # d/da = x - sigmoid(a) (softplus' = sigmoid), d/dx = a
-        ga = unbroadcast(g * (x.data - _sigmoid_array(a.data, e)), a.shape)
+        ga = (
+            unbroadcast(g * (x.data - _sigmoid_array(a.data, e)), a.shape)
+            if a.requires_grad
+            else None
+        )
         gx = unbroadcast(g * a.data, x.shape) if x.requires_grad else None
         return ga, gx
 

@@ -120,7 +120,7 @@ class Optimizer:
         pieces = []
         for p in self.params:
             g = p.grad if p.grad is not None else xp.zeros_like(p.data)
-            pieces.append(g if g.ndim == 1 else xp.reshape(g, (-1,)))
+            pieces.append(g if g.ndim == 1 else xp.reshape(g, (-1,)))  # (1-d: a call saved)
         flat = xp.concat(pieces)
         if all(p.grad is not None for p in self.params):
             return flat, None

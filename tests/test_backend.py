@@ -354,11 +354,20 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)
 def test_freed_memory_is_kept_for_the_next_step():
     """Importing minivae keeps freed memory: repeated steps page-fault nothing in again."""
 
-    def faults_per_step(who):
+    def faults_per_step(who, **settings):
+        # without the environment's own malloc settings, which would decide glibc's default
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_"))}
+        env.pop("MINIVAE_KEEP_FREED_MEMORY", None)
+        env.update(settings)
         run = subprocess.run(
-            [sys.executable, "-c", PAGE_FAULTS, who], capture_output=True, text=True, check=True
+            [sys.executable, "-c", PAGE_FAULTS, who],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
         )
         return float(run.stdout)
 
     assert faults_per_step("numpy alone") > 500  # glibc's default: the memory comes back anew
     assert faults_per_step("minivae") < 50
+    assert faults_per_step("minivae", MINIVAE_KEEP_FREED_MEMORY="0") > 500  # the opt-out

@@ -247,7 +247,7 @@ def max_pool2d(x: Tensor, pool_size=(2, 2), strides=None, padding="valid") -> Te
     pads = (padding_amounts(h, ph, sh, padding), padding_amounts(w, pw, sw, padding))
     padded = pad2d(x.data, pads, value=-float("inf"))
     padded_size = padded.shape[1:3]
-    # a running maximum over the window offsets: the gather of im2col without the copy
+    # a running maximum over the window offsets (window_offsets: one strided slice each)
     keys = list(window_offsets(pool_size, strides, (oh, ow)))
     out = padded[keys[0]]
     for key in keys[1:]:
@@ -293,7 +293,7 @@ def upsampling2d(x: Tensor, size=(2, 2)) -> Tensor:
 
     Backward: each input pixel was copied sh*sw times, so it receives the sum of the
     gradients of its copies: the blocks are windows of stride (sh, sw), and each
-    offset in the block is one strided slice, as in im2col.
+    offset in the block is one strided slice, as in col2im.
     """
     xp = backend.xp()
     _check_op_args("upsampling2d", x, None, size, "valid", "size")

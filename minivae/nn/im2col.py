@@ -133,7 +133,8 @@ def im2col(x, kernel_size, strides, out_size):
 
 
 @functools.lru_cache(maxsize=64)
-def _window_index(image_size, kernel_size, strides, out_size, current_backend):
+def _window_index(image_size, kernel_size, strides, out_size, backend_name):
+    # (`backend_name`: only the cache key, as backend.constant's)
     (_, w), (kh, kw), (sh, sw), (oh, ow) = image_size, kernel_size, strides, out_size
     a, b, i, j = np.ogrid[:oh, :ow, :kh, :kw]  # window (a, b), offset (i, j)
     pixel = (a * sh + i) * w + (b * sw + j)  # the pixel that entry is, counted row by row
@@ -143,13 +144,14 @@ def _window_index(image_size, kernel_size, strides, out_size, current_backend):
 def window_index(image_size, kernel_size, strides, out_size):
     """The pixel index im2col gathers with, built once per shape and backend (it depends only
     on the sizes, so every step of training reuses the same array on the device)."""
-    return _window_index(image_size, kernel_size, strides, out_size, backend.get_backend())
+    return _window_index(image_size, kernel_size, strides, out_size, backend.get_backend().name)
 
 
 def col2im(cols, image_size, kernel_size, strides):
     """Scatter windows back into an image (N, H, W, C), adding where windows overlap.
 
-    The adjoint of im2col: the same loop over offsets, writing with ``+=``. Its input
+    The adjoint of im2col: a loop over the kernel offsets (``window_offsets``), each one
+    ``+=`` into a strided slice of the image. Its input
     has the offset axis first, (kh*kw, N, oh, ow, C), so that each offset's numbers lie
     together in memory (the matmuls that feed col2im produce this layout directly).
     Pixels no window covers (the rows ``valid`` drops) stay zero.

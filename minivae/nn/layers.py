@@ -141,7 +141,8 @@ def dense(x: Tensor, kernel: Tensor, bias: Tensor) -> Tensor:
     out += bias.data  # in place: `out` is a fresh array, and this saves a full-size copy
 
     def backward(g):  # out = x W + b: dx = g W^T, dW = x^T g, db = g summed over the rows
-        g2 = g if g.ndim == 2 else xp.reshape(g, (-1, g.shape[-1]))  # rows: all leading axes
+        # rows: all leading axes (reshaped only where there are more than one: a call saved)
+        g2 = g if g.ndim == 2 else xp.reshape(g, (-1, g.shape[-1]))
         gx = g @ kernel.data.mT if x.requires_grad else None
         gk = None
         if kernel.requires_grad:
