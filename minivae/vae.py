@@ -177,7 +177,10 @@ class VAE(Module):
         return heads
 
     def decode(self, z, x_shape=None):
-        """p(x|z) for z of shape (..., l); px.mean has shape (..., *x_shape)."""
+        """p(x|z) for z of shape (..., l); px.mean has shape (..., *x_shape).
+
+        A Bernoulli p(x|z) does not check its data: elbo and log_marginal check x once as it
+        comes in; a direct decode(z).log_prob(x) takes x as given (x must lie in [0, 1])."""
         z = as_tensor(z)
         if x_shape is not None:
             x_shape = tuple(
