@@ -368,6 +368,7 @@ def test_freed_memory_is_kept_for_the_next_step():
         )
         return float(run.stdout)
 
-    assert faults_per_step("numpy alone") > 500  # glibc's default: the memory comes back anew
+    default = faults_per_step("numpy alone")  # glibc's default: ~1,500 here (48 MB anew)
     assert faults_per_step("minivae") < 50
-    assert faults_per_step("minivae", MINIVAE_KEEP_FREED_MEMORY="0") > 500  # the opt-out
+    # the opt-out leaves glibc's default as it is
+    assert faults_per_step("minivae", MINIVAE_KEEP_FREED_MEMORY="0") >= 0.5 * default
