@@ -126,23 +126,41 @@ class Normal(Distribution):
     """
 
     def __init__(self, loc, scale, event_ndim: int = 1, validate: bool = True, log_std=None):
-        """log_std: log(scale), when the caller has it already (then it is not recomputed,
-        and scale = exp(log_std) is positive by construction: pass validate=False)."""
+        """scale = sigma, checked positive unless validate=False; log_std: log(scale), when the
+        caller has it already. Or scale=None and log_std: sigma = exp(log_std) is positive by
+        construction. Whichever of the two is not given is made when first used (a
+        likelihood that is only scored, by log_prob, never needs its sigma)."""
         loc = as_tensor(loc)
-        scale = lift(scale, loc, "Normal")  # (refuses a scale of another dtype)
-        if validate:
-            _check_positive("Normal", "scale", scale)
-        self.loc, self.scale = loc, scale
-        self.log_std = F.log(scale) if log_std is None else lift(log_std, loc, "Normal")
+        if scale is None and log_std is None:
+            raise ValueError("Normal: needs scale (sigma) or log_std, got neither")
+        if scale is not None:
+            scale = lift(scale, loc, "Normal")  # (refuses a scale of another dtype)
+            if validate:
+                _check_positive("Normal", "scale", scale)
+        if log_std is not None:
+            log_std = lift(log_std, loc, "Normal")
+        given = scale if scale is not None else log_std
+        self.loc, self._scale, self._log_std = loc, scale, log_std
         self._ref = loc
-        self._set_shape(broadcast_shapes(loc.shape, scale.shape, "Normal"), event_ndim, "loc/scale")
+        self._set_shape(broadcast_shapes(loc.shape, given.shape, "Normal"), event_ndim, "loc/scale")
+
+    @property
+    def scale(self) -> Tensor:
+        if self._scale is None:
+            self._scale = F.exp(self._log_std)
+        return self._scale
+
+    @property
+    def log_std(self) -> Tensor:
+        if self._log_std is None:
+            self._log_std = F.log(self._scale)
+        return self._log_std
 
     @staticmethod
     def from_log_std(loc, log_std, event_ndim: int = 1) -> Normal:
         """sigma = exp(log_std): positive by construction, so nothing to check (no host sync)."""
         loc = as_tensor(loc)
-        log_std = lift(log_std, loc, "Normal.from_log_std")
-        return Normal(loc, F.exp(log_std), event_ndim, validate=False, log_std=log_std)
+        return Normal(loc, None, event_ndim, log_std=lift(log_std, loc, "Normal.from_log_std"))
 
     @staticmethod
     def from_log_var(loc, log_var, event_ndim: int = 1) -> Normal:
@@ -214,9 +232,7 @@ class GaussianLikelihood(Normal):
             log_std = raw_log_std
         else:
             log_std = F.logaddexp(raw_log_std, log_std_min)
-        super().__init__(
-            F.sigmoid(mean_logits), F.exp(log_std), event_ndim, validate=False, log_std=log_std
-        )
+        super().__init__(F.sigmoid(mean_logits), None, event_ndim, log_std=log_std)
         self.log_std_min = log_std_min
 
 

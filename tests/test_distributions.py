@@ -441,6 +441,8 @@ def test_bad_input_errors_say_what_was_wrong():
         Normal(T([0.0]), 0.0)
     with pytest.raises(ValueError, match=r"Normal: shapes \(3,\) and \(2,\) cannot be broadcast"):
         Normal(T([0.0, 0.0, 0.0]), T([1.0, 1.0]))
+    with pytest.raises(ValueError, match=r"Normal: needs scale \(sigma\) or log_std, got neither"):
+        Normal(T([0.0]), None)
     with pytest.raises(ValueError, match=r"diagonal of scale_tril must be positive, got minimum 0"):
         MultivariateNormalTriL(T([0.0, 0.0]), T([[1.0, 0.0], [0.5, 0.0]]))
     with pytest.raises(ValueError, match="must be lower triangular"):
@@ -478,3 +480,15 @@ def test_kl_to_a_prior_of_another_size_is_refused():
         ValueError, match=r"kl_divergence: q has event shape \(3,\), p has shape \(2,\)"
     ):
         kl_divergence(q, StandardNormal(2, dtype="float64"))
+
+
+def test_sigma_from_log_std_is_made_only_when_used():
+    """Normal.from_log_std keeps log sigma; sigma = exp(log_std) is made on first use, once,
+    and log_prob (all a likelihood needs) never makes it."""
+    log_std = Tensor(np.log([0.5, 2.0]), requires_grad=True)
+    q = Normal.from_log_std(T([0.0, 1.0]), log_std)
+    q.log_prob(T([0.5, 0.5]))
+    assert q._scale is None
+    np.testing.assert_allclose(q.scale.numpy(), [0.5, 2.0], rtol=1e-6)
+    assert q.scale is q.scale
+    np.testing.assert_allclose(Normal(T([0.0]), T([2.0])).log_std.numpy(), [np.log(2.0)], rtol=1e-6)
