@@ -121,7 +121,6 @@ class Tensor:
         """
         grad = self._seed_gradient(grad)
         grads = {id(self): grad}
-        given = set()  # the arrays stored as a leaf's .grad in this walk
         for node in reversed(self.topological_order()):
             g = grads.pop(id(node), None)
             if g is None:
@@ -129,16 +128,17 @@ class Tensor:
             if visit is not None:
                 visit(node, g)
             if node.grad_fn is None:  # a leaf: keep (accumulate) its gradient
-                if node.grad is not None:
-                    node.grad = node.grad + g
-                    continue
-                # each leaf its own array, as .grad may be changed in place (clipping): an op
-                # may hand one g to several parents (a + b gives both the same)
-                node.grad = backend.xp().asarray(g, copy=True) if id(g) in given else g
-                given.add(id(node.grad))
+                node.grad = g if node.grad is None else node.grad + g
                 continue
+            handed = set()
             for parent, pg in zip(node.parents, _one_per_parent(node, node.grad_fn(g))):
                 if pg is not None and parent.requires_grad:
+                    # one array to two parents (a + b passes g to both) is copied for the second:
+                    # every gradient in the walk, and so every leaf's .grad, is then its own
+                    # array, which may be changed in place (gradient clipping)
+                    if id(pg) in handed:
+                        pg = backend.xp().asarray(pg, copy=True)
+                    handed.add(id(pg))
                     key = id(parent)
                     grads[key] = grads[key] + pg if key in grads else pg
             node.parents, node.grad_fn = (), _freed  # free the graph behind us

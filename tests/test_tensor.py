@@ -447,6 +447,11 @@ def test_each_leaf_gradient_is_its_own_array():
     (a + b).backward(Tensor(np.ones(3)))
     a.grad *= 0.5
     np.testing.assert_array_equal(minivae.to_numpy(b.grad), np.ones(3))
+    # ... also where one side reaches its leaf through a view (reshape's backward is one)
+    a, b = Tensor(np.ones((2, 3)), requires_grad=True), Tensor(np.ones(6), requires_grad=True)
+    (a + b.reshape(2, 3)).backward(Tensor(np.ones((2, 3))))
+    a.grad *= 0.5
+    np.testing.assert_array_equal(minivae.to_numpy(b.grad), np.ones(6))
     w = Tensor(1.5, requires_grad=True)
     (w + 1.0).backward(3.0)
     w.grad *= 0
