@@ -215,7 +215,7 @@ def float_name(dtype) -> str | None:
 
 
 @functools.lru_cache(maxsize=64)
-def _float_name(kind, dtype) -> str | None:
+def _float_name(kind, dtype) -> str | None:  # (`kind`: only the cache key)
     name = dtype.__name__ if isinstance(dtype, type) else str(dtype)  # np.float32 is a type
     name = name.split(".")[-1]
     return name if name in ("float32", "float64") else None
