@@ -107,7 +107,7 @@ class Optimizer:
         optimiser) is not a view: then they are all gathered again."""
         if self._flat is None or any(p.data is not v for p, v in zip(self.params, self._views)):
             xp = backend.xp()
-            self._flat = xp.concat([xp.reshape(p.data, (-1,)) for p in self.params])
+            self._flat = xp.concat([p.data for p in self.params], axis=None)  # (each flattened)
             self._views = [self._piece(self._flat, i) for i in range(len(self.params))]
             for p, view in zip(self.params, self._views):
                 p.data = view
@@ -117,11 +117,8 @@ class Optimizer:
         """All gradients in one flat array, and None, or, when some parameter has no
         gradient, a flat boolean array that is False over its entries (they get zeros)."""
         xp = backend.xp()
-        pieces = []
-        for p in self.params:
-            g = p.grad if p.grad is not None else xp.zeros_like(p.data)
-            pieces.append(g if g.ndim == 1 else xp.reshape(g, (-1,)))  # (1-d: a call saved)
-        flat = xp.concat(pieces)
+        pieces = [p.grad if p.grad is not None else xp.zeros_like(p.data) for p in self.params]
+        flat = xp.concat(pieces, axis=None)  # (axis None: each flattened as it is joined)
         if all(p.grad is not None for p in self.params):
             return flat, None
         has_grad = [backend.full((p.size,), p.grad is not None, xp.bool) for p in self.params]
