@@ -257,6 +257,13 @@ def _constant(backend_name: str, value: float, sign: float, dtype_name: str, sha
     return full(shape, value, dtype(dtype_name))  # (`backend_name`, `sign`: only the key)
 
 
+def overflow_is_expected():
+    """A block in which an overflow to inf is the right intermediate (sigmoid's e^-a for very
+    negative a): NumPy's warning is silenced (array_api_strict computes with NumPy; CuPy does
+    not warn)."""
+    return np.errstate(over="ignore")
+
+
 def to_numpy(x) -> np.ndarray:
     """Bring `x` (a Tensor or a backend array, e.g. a ``.grad``) to the host.
 
