@@ -46,6 +46,7 @@ from .tensor import (  # the engine, and the public API for writing an op (docs/
     no_grad,
     normalize_axes,
     record,
+    record_outputs,
     unbroadcast,
 )
 from .train import evaluate, fit

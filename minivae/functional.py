@@ -23,6 +23,7 @@ from .tensor import (
     lift,
     normalize_axes,
     record,
+    record_outputs,
     unbroadcast,
 )
 
@@ -395,9 +396,11 @@ def stack(tensors, axis=0):
 def split(x, sections, axis=-1):
     """Split into `sections` equal parts (an int) or at the given sizes (a list).
 
-    Built from slicing, so its backward is the slicing backward.
+    One op with several outputs (record_outputs): its backward puts the parts' gradients
+    side by side again, one concat, zeros for a part the loss does not use.
     """
     x = as_tensor(x)
+    xp = _xp()
     axis = _axis(axis, x.ndim, "split")
     n = x.shape[axis]
     if not isinstance(sections, (list, tuple)):
@@ -415,17 +418,33 @@ def split(x, sections, axis=-1):
             )
     lead, start, parts = (slice(None),) * axis, 0, []
     for size in sizes:
-        parts.append(x[lead + (slice(start, start + size), ...)])
+        parts.append(x.data[lead + (slice(start, start + size), ...)])
         start += size
-    return parts
+
+    def backward(gs):
+        return (xp.concat([_or_zeros(g, part) for g, part in zip(gs, parts)], axis=axis),)
+
+    return record_outputs(parts, (x,), backward, "split")
 
 
 def unstack(x, axis=0):
-    """The slices along `axis`, that axis removed (the inverse of stack)."""
+    """The slices along `axis`, that axis removed (the inverse of stack): one op with several
+    outputs, whose backward stacks their gradients again."""
     x = as_tensor(x)
+    xp = _xp()
     axis = _axis(axis, x.ndim, "unstack")
     lead = (slice(None),) * axis
-    return [x[lead + (i, ...)] for i in range(x.shape[axis])]
+    parts = [x.data[lead + (i, ...)] for i in range(x.shape[axis])]
+
+    def backward(gs):
+        return (xp.stack([_or_zeros(g, part) for g, part in zip(gs, parts)], axis=axis),)
+
+    return record_outputs(parts, (x,), backward, "unstack")
+
+
+def _or_zeros(g, part):
+    """An output's gradient, or zeros shaped like it where the loss does not depend on it."""
+    return g if g is not None else backend.full(part.shape, 0.0, part.dtype)
 
 
 def pad(x, pad_width, value=0.0):

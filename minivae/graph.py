@@ -33,7 +33,7 @@ import numpy as np
 from . import backend
 from .files import atomic_write
 from .nn.module import Module
-from .tensor import Tensor, no_grad
+from .tensor import Slots, Tensor, no_grad
 
 INSTALL = (
     "the Graphviz program `dot` is not on PATH; install Graphviz: "
@@ -213,8 +213,11 @@ class Graph:
         xp, walk = backend.xp(), []
 
         def visit(t, g):  # the norm is summed on the device; one number comes back per step
-            norm = float(backend.to_numpy(xp.sqrt(xp.sum(g * g))))
-            walk.append((self.index[id(t)], tuple(g.shape), norm))
+            # (an op with several outputs, split, receives their gradients: one norm for all)
+            parts = [s for s in g if s is not None] if isinstance(g, Slots) else [g]
+            norm = float(backend.to_numpy(xp.sqrt(sum(xp.sum(s * s) for s in parts))))
+            shape = t.shape if isinstance(g, Slots) else tuple(g.shape)
+            walk.append((self.index[id(t)], shape, norm))
 
         self.output.backward(grad, visit=visit)
         self.walk = walk

@@ -311,14 +311,16 @@ class Tensor:
 
     def _spread(self, g, axes, keepdims):
         """The gradient g of a reduction over `axes` of this tensor, copied to every element
-        reduced. (Added to zeros, not broadcast_to: a leaf's .grad must be a writable array,
-        not a view.)"""
-        leading = axes == tuple(range(len(axes)))  # (all of them, say): g broadcasts as it is
+        reduced: g repeated along those axes (xp.tile makes a new array, where broadcast_to's
+        view could become a leaf's .grad, which may be changed in place)."""
+        # reduced over leading axes (all of them, say), g is already the trailing shape, and
+        # tile puts the missing axes in front; otherwise g gets its reduced axes back, as 1s
+        leading = axes == tuple(range(len(axes)))
         if not (keepdims or leading):
             g = backend.xp().reshape(
                 g, tuple(1 if i in axes else n for i, n in enumerate(self.shape))
             )
-        return backend.xp().zeros_like(self.data) + g
+        return backend.xp().tile(g, tuple(n if i in axes else 1 for i, n in enumerate(self.shape)))
 
     def reshape(self, *shape):
         shape = (
@@ -396,6 +398,8 @@ def _one_per_parent(node: Tensor, grads) -> tuple:
             f"per parent ({len(node.parents)}), got {got}"
         )
     for i, (p, g) in enumerate(zip(node.parents, grads)):
+        if isinstance(g, Slots):  # an output of an op with several, handing over its gradient
+            continue
         if g is not None and (tuple(g.shape) != p.shape or g.dtype != p.dtype):
             raise ValueError(
                 f"backward of {node.op!r}: the gradient for parent {i} has shape "
@@ -427,6 +431,36 @@ def record(data, parents, backward, name: str) -> Tensor:
     else:
         out._set(data, False, (), None, name, parents[0]._backend)
     return out
+
+
+def record_outputs(datas, parents, backward, name: str) -> list[Tensor]:
+    """The Tensors holding the outputs of an op with several (split, unstack), as record
+    makes the one of an op with one. backward(gs) runs once, with one gradient per output in
+    the order of `datas` (None for an output the loss does not depend on), and returns one
+    per parent, as for record.
+
+    In the graph the op is a node of its own (its op is `name`; it holds its first parent's
+    array), and the outputs are its children. Each output hands its gradient to that node
+    as its slot of a Slots tuple, which the walk adds up as it adds any gradients; the node
+    comes after all its outputs in the walk, so its backward sees all their gradients.
+    """
+    node = record(parents[0].data, parents, lambda slots: backward(list(slots)), name)
+
+    def handing(i):
+        def backward_of_output(g):  # this output's gradient, in its slot; the others empty
+            return (Slots(g if j == i else None for j in range(len(datas))),)
+
+        return backward_of_output
+
+    return [record(data, (node,), handing(i), name) for i, data in enumerate(datas)]
+
+
+class Slots(tuple):
+    """The gradients of an op's several outputs, one slot each (None: none yet). Two add up
+    by filling each other's empty slots: each output hands over its gradient once."""
+
+    def __add__(self, other):
+        return Slots(g if g is not None else h for g, h in zip(self, other))
 
 
 def as_tensor(x) -> Tensor:

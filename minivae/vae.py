@@ -212,10 +212,9 @@ class VAE(Module):
             logits = h.reshape(*lead, *x_shape)
             # (x was checked where it came in: elbo, log_marginal)
             return Bernoulli(logits, event_ndim=event, validate=False)
-        h1, h2 = F.split(h, 2, axis=-1)
-        return GaussianLikelihood(
-            h1.reshape(*lead, *x_shape), h2.reshape(*lead, *x_shape), self.log_std_min, event
-        )
+        # (M, 2D) is [mean logits, raw log-std] per row: as (..., 2, *x_shape), two slices
+        h1, h2 = F.unstack(h.reshape(*lead, 2, *x_shape), axis=len(lead))
+        return GaussianLikelihood(h1, h2, self.log_std_min, event)
 
     # --- the objective -------------------------------------------------------------
     def elbo(

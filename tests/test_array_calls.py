@@ -57,26 +57,13 @@ def frey_vae(posterior, latent):
 FACES = np.random.default_rng(0).random((100, 28, 20)).astype(np.float32)
 
 
-# Issue 15's targets: Frey <= 120, full/mc <= 400. The diagonal Frey step is not there yet
-# (142 on 2026-12-01: what is left is split's backward, a zeros_like and a setitem per piece,
-# which one multi-output op would make one concat; and logaddexp written out in 7 calls, as
-# NumPy's own is slower than them on the CPU). Until it is, today's count is held as a
-# ceiling, so it can only go down, and the target is an expected failure.
-FREY_DIAG_TODAY = 142
-
-
+# Issue 15's targets: the diagonal Frey step <= 120, full covariance with mc <= 400
 @pytest.mark.parametrize(
-    "posterior, estimator, latent, most",
-    [("diag", "analytic", 2, FREY_DIAG_TODAY), ("full", "mc", 20, 400)],
+    "posterior, estimator, latent, most", [("diag", "analytic", 2, 120), ("full", "mc", 20, 400)]
 )
 def test_frey_vae_step(posterior, estimator, latent, most):
     counts = frey_step_calls(posterior, estimator, latent)
     assert_at_most(counts, most, f"Frey VAE, {posterior} posterior, {estimator}, l={latent}")
-
-
-@pytest.mark.xfail(strict=True, reason="issue 15: the diagonal Frey step makes 142 calls")
-def test_frey_vae_step_reaches_the_target():
-    assert_at_most(frey_step_calls("diag", "analytic", 2), 120, "Frey VAE, diag, analytic, l=2")
 
 
 def frey_step_calls(posterior, estimator, latent):

@@ -160,7 +160,7 @@ def test_the_vae_graph_is_grouped_by_layer_and_marks_the_reparameterisation():
     box = dot[dot.index("subgraph cluster_highlight_0") :]
     box = box[: box.index("  }")]
     assert "the reparameterisation" in box
-    for name in ("eps", "z = add", "mu = getitem", "sigma = exp", "sigma * eps = multiply"):
+    for name in ("eps", "z = add", "mu = split", "sigma = exp", "sigma * eps = multiply"):
         assert f'label="{name}\\n' in box, name
     assert 'label="loss = add\\n()' in dot and 'label="kl = ' in dot and 'label="nll = ' in dot
     parameters = dict(vae.named_parameters())
