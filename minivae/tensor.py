@@ -117,7 +117,8 @@ class Tensor:
 
         Gradients accumulate: call ``zero_grad()`` (or set ``.grad = None``) between steps.
         ``visit(tensor, g)``, if given, is called at each step of the walk with the tensor
-        reached and its whole gradient (minivae/graph.py prints the walk with it).
+        reached and its whole gradient (minivae/graph.py prints the walk with it); for the
+        node of an op with several outputs (record_outputs), g is their Slots.
         """
         grad = self._seed_gradient(grad)
         grads = {id(self): grad}
