@@ -436,6 +436,13 @@ def test_max_pool_overlapping_windows_add_their_gradients():
     assert minivae.to_numpy(x.grad).sum() == 4.0
 
 
+def test_max_pool_overlapping_windows_each_give_a_tie_to_their_own_first_maximum():
+    x = f64(np.ones((1, 2, 3, 1)))  # two windows, (0, 0) and (0, 1): every entry ties
+    x.requires_grad = True
+    max_pool2d(x, (2, 2), (1, 1)).sum().backward()
+    np.testing.assert_array_equal(minivae.to_numpy(x.grad)[0, :, :, 0], [[1, 1, 0], [0, 0, 0]])
+
+
 def test_upsampling_backward_sums_the_copies():
     x = f64(np.ones((1, 2, 2, 1)))
     x.requires_grad = True

@@ -253,15 +253,25 @@ def max_pool2d(x: Tensor, pool_size=(2, 2), strides=None, padding="valid") -> Te
     for key in keys[1:]:
         out = xp.maximum(out, padded[key])
 
+    overlap = sh < ph or sw < pw  # windows that overlap share inputs
+
     def backward(g):
-        # the scatter of col2im: each offset adds g to the windows whose maximum it holds,
-        # unless an earlier offset of the window already held it (`served`)
+        # the scatter of col2im: each offset sends g to the windows whose maximum it holds,
+        # unless an earlier offset of the window already held it (`served`); the last
+        # offset holds it wherever no earlier one did
         gx = backend.full((n, *padded_size, c), 0.0, g.dtype)
         served = xp.zeros_like(out, dtype=xp.bool)
-        for key in keys:
-            wins = (padded[key] == out) & ~served
-            served = served | wins
-            gx[key] += g * xp.astype(wins, g.dtype)  # (a product: much faster than where)
+        for k, key in enumerate(keys):
+            if k < len(keys) - 1:
+                wins = (padded[key] == out) & ~served
+                served = served | wins
+            else:
+                wins = ~served
+            part = g * xp.astype(wins, g.dtype)  # (a product: much faster than where)
+            if overlap:  # an input in several windows gets the sum of their gradients
+                gx[key] += part
+            else:  # each input is in one window: a write, cheaper than +=
+                gx[key] = part
         return (crop2d(gx, pads),)
 
     return record(out, (x,), backward, "max_pool2d")
