@@ -104,10 +104,11 @@ def relu(x):
 
 def _sigmoid_array(a):
     # 1 / (1 + e^-a), the definition: for very negative a, e^-a overflows to inf and the
-    # quotient is 0, which is sigmoid(a) rounded to the dtype; NumPy's warning about it is
-    # silenced. (Stabler-looking forms cost more: e^min(a, 0) / (1 + e^-|a|) takes 7 passes
-    # to this one's 4, and a where() picking one of two forms costs more than this whole
-    # line on a CPU, as a mask of random signs defeats branch prediction.)
+    # quotient is 0, less than the dtype's smallest normal number away from sigmoid(a);
+    # NumPy's warning about it is silenced. (Stabler-looking forms cost more:
+    # e^min(a, 0) / (1 + e^-|a|) takes 7 passes to this one's 4, and a where() picking one
+    # of two forms costs more than this whole line on a CPU, as a mask of random signs
+    # defeats branch prediction.)
     with backend.overflow_is_expected():
         return 1 / (1 + _xp().exp(-a))
 
@@ -444,7 +445,7 @@ def unstack(x, axis=0):
 
 def _or_zeros(g, part):
     """An output's gradient, or zeros shaped like it where the loss does not depend on it."""
-    return g if g is not None else backend.full(part.shape, 0.0, part.dtype)
+    return g if g is not None else _xp().zeros_like(part)
 
 
 def pad(x, pad_width, value=0.0):

@@ -150,6 +150,7 @@ class Graph:
             for p in ps:
                 self.children[p].append(i)
         self.walk = None  # [(node, gradient shape, norm)] once Graph.backward() has run
+        self.joined = set()  # the walk's nodes of ops with several outputs (split, unstack)
         self.names = {id(t): name for name, t in (names or {}).items()}
         modules = dict(model.named_modules()) if model is not None else {}
         self.module_names = {id(m): name for name, m in modules.items() if name}  # the model is ""
@@ -210,12 +211,14 @@ class Graph:
     # --- the backward walk, as text ---------------------------------------------------------
     def backward(self, grad=None) -> str:
         """Run ``output.backward()``, recording each step of its walk; returns walk_text()."""
-        xp, walk = backend.xp(), []
+        xp, walk, self.joined = backend.xp(), [], set()
 
         def visit(t, g):  # the norm is summed on the device; one number comes back per step
             # (an op with several outputs, split, receives their gradients: one norm for all)
-            parts = [s for s in g if s is not None] if isinstance(g, Slots) else [g]
+            parts = list(g.values()) if isinstance(g, Slots) else [g]
             norm = float(backend.to_numpy(xp.sqrt(sum(xp.sum(s * s) for s in parts))))
+            if isinstance(g, Slots):
+                self.joined.add(self.index[id(t)])
             shape = t.shape if isinstance(g, Slots) else tuple(g.shape)
             walk.append((self.index[id(t)], shape, norm))
 
@@ -225,8 +228,9 @@ class Graph:
 
     def walk_text(self) -> str:
         """One line per step of backward(): the tensor reached, the gradient it now holds (the
-        sum over its uses, when it has several) and where that goes on: through the op's
-        backward to its parents, or into a leaf's ``.grad``."""
+        sum over its uses, when it has several; the gradients of its outputs side by side, for
+        the node of an op with several) and where that goes on: through the op's backward to
+        its parents, or into a leaf's ``.grad``."""
         if self.walk is None:
             raise RuntimeError("Graph.walk_text: no walk recorded yet; run Graph.backward() first")
         lines = [
@@ -237,6 +241,8 @@ class Graph:
             on = [self.name(p) for p in self.parents[i] if self.nodes[p].requires_grad]
             uses = [self.name(c) for c in self.children[i] if self.nodes[c].requires_grad]
             summed = f"  [sum of {len(uses)} uses: {', '.join(uses)}]" if len(uses) > 1 else ""
+            if i in self.joined:
+                summed = f"  [joined from its outputs: {', '.join(uses)}]"
             lines.append(
                 f"{step:4d}. {self.name(i)} {_shape(self.nodes[i].shape)}: "
                 f"gradient {_shape(shape)}, ||g|| = {norm:.4g} "

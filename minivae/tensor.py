@@ -17,9 +17,10 @@ keep their gradient in ``.grad``; everything else is freed as the walk goes, so
 memory stays flat over thousands of training steps.
 
 Every op below is written the same way: compute the output array, define
-``backward(g)`` right beside it, and ``record(...)`` both. ``record``, ``lift``,
-``unbroadcast`` and ``normalize_axes`` are public: they are all a new op needs
-(docs/autodiff.md, "Write your own op").
+``backward(g)`` right beside it, and ``record(...)`` both. ``record`` (and
+``record_outputs``, for an op with several outputs), ``lift``, ``unbroadcast`` and
+``normalize_axes`` are public: they are all a new op needs (docs/autodiff.md, "Write your
+own op").
 """
 
 from __future__ import annotations
@@ -442,26 +443,31 @@ def record_outputs(datas, parents, backward, name: str) -> list[Tensor]:
 
     In the graph the op is a node of its own (its op is `name`; it holds its first parent's
     array), and the outputs are its children. Each output hands its gradient to that node
-    as its slot of a Slots tuple, which the walk adds up as it adds any gradients; the node
-    comes after all its outputs in the walk, so its backward sees all their gradients.
+    as Slots {its index: gradient}, which the walk adds up as it adds any gradients; the node
+    comes after all its outputs in the walk, so its backward sees all their gradients. As
+    backward() frees every op it passes, a backward() through one output frees the op for
+    the others too.
     """
-    node = record(parents[0].data, parents, lambda slots: backward(list(slots)), name)
+    n = len(datas)
+    node = record(parents[0].data, parents, lambda s: backward([s.get(i) for i in range(n)]), name)
 
     def handing(i):
-        def backward_of_output(g):  # this output's gradient, in its slot; the others empty
-            return (Slots(g if j == i else None for j in range(len(datas))),)
+        def backward_of_output(g):  # this output's gradient, in its slot
+            return (Slots({i: g}),)
 
         return backward_of_output
 
     return [record(data, (node,), handing(i), name) for i, data in enumerate(datas)]
 
 
-class Slots(tuple):
-    """The gradients of an op's several outputs, one slot each (None: none yet). Two add up
-    by filling each other's empty slots: each output hands over its gradient once."""
+class Slots(dict):
+    """The gradients of an op's several outputs, by output index. Two add up by joining: each
+    output hands over its gradient once. (In place: the walk owns both, and a new dict per
+    output would make an unstack into n parts cost n^2.)"""
 
     def __add__(self, other):
-        return Slots(g if g is not None else h for g, h in zip(self, other))
+        self.update(other)
+        return self
 
 
 def as_tensor(x) -> Tensor:

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import minivae.functional as F
-from minivae import Tensor, gradcheck, to_numpy
+from minivae import Tensor, backend, gradcheck, to_numpy
 
 # --- where inputs live --------------------------------------------------------
 
@@ -324,6 +324,19 @@ OPS = {
         lambda T, x: sum_parts(T.unbind(x, dim=0)),
         one_shape_1d,
     ),
+    # ops with several outputs, some unused (their gradients are zeros, filled in by the op)
+    "split, one part used": Op(
+        lambda x: F.split(x, [1, x.shape[-1] - 1])[0] * 2,
+        lambda x: np.split(x, [1], axis=-1)[0] * 2,
+        lambda T, x: T.split(x, [1, x.shape[-1] - 1], dim=-1)[0] * 2,
+        even_last_axis,
+    ),
+    "unstack, the last slice used": Op(
+        lambda x: F.unstack(x, axis=0)[-1] * 3,
+        lambda x: list(x)[-1] * 3,
+        lambda T, x: T.unbind(x, dim=0)[-1] * 3,
+        one_shape_1d,
+    ),
     "pad": Op(
         lambda x: F.pad(x, PAD[: x.ndim], value=0.5),
         lambda x: np.pad(x, PAD[: x.ndim], constant_values=0.5),
@@ -465,6 +478,16 @@ def test_broadcast_mismatch_names_op_and_shapes(op):
 def test_matmul_mismatch_names_shapes(a, b, message):
     with pytest.raises(ValueError, match=message):
         Tensor(np.ones(a)) @ Tensor(np.ones(b))
+
+
+def test_backward_through_one_output_frees_the_op_for_the_others():
+    """backward() frees every op it passes; an op with several outputs is one op."""
+    x = Tensor(backend.asarray(np.arange(6.0).reshape(2, 3)), requires_grad=True)
+    a, b = F.split(x, [1, 2], axis=-1)
+    a.sum().backward()
+    np.testing.assert_array_equal(to_numpy(x.grad), [[1, 0, 0], [1, 0, 0]])
+    with pytest.raises(RuntimeError, match="a second time"):
+        b.sum().backward()
 
 
 def test_join_split_and_pad_errors_name_the_op_and_shapes():

@@ -251,6 +251,20 @@ def test_walk_reads_one_number_per_step(monkeypatch):
     assert len(reads) == len(g.walk) == 4  # sum, tanh, matmul, w
 
 
+def random_op(op: str, a: Tensor, b: Tensor) -> Tensor:
+    """One op of the random graphs, on (2, 3) tensors; split and unstack are ops with several
+    outputs: the parts swapped, or one part used twice and the other not at all."""
+    ops = {
+        "add": lambda: a + b,
+        "multiply": lambda: a * b,
+        "subtract": lambda: a - b,
+        "tanh": lambda: F.tanh(a),
+        "split": lambda: F.concatenate(F.split(a, [1, 2], axis=-1)[::-1], axis=-1),
+        "unstack": lambda: F.stack([F.unstack(a, axis=0)[0]] * 2, axis=0) * b,
+    }
+    return ops[op]()
+
+
 @given(st.data())
 def test_walk_of_random_graphs_is_a_reverse_topological_order(data):
     n_leaves = data.draw(st.integers(1, 3))
@@ -264,10 +278,10 @@ def test_walk_of_random_graphs_is_a_reverse_topological_order(data):
     ]
     made = list(leaves)
     for _ in range(data.draw(st.integers(1, 8))):  # each op picks its operands among all so far
-        op = data.draw(st.sampled_from(["add", "multiply", "subtract", "tanh"]))
+        op = data.draw(st.sampled_from(["add", "multiply", "subtract", "tanh", "split", "unstack"]))
         a = made[data.draw(st.integers(0, len(made) - 1))]
         b = made[data.draw(st.integers(0, len(made) - 1))]
-        made.append({"add": a + b, "multiply": a * b, "subtract": a - b, "tanh": F.tanh(a)}[op])
+        made.append(random_op(op, a, b))
     loss = F.tanh(made[-1]).sum()  # tanh keeps every value in [-1, 1]
     g = graph.capture(loss)
     # exactly the tensors reachable from the loss, and one edge per operand
@@ -282,6 +296,18 @@ def test_walk_of_random_graphs_is_a_reverse_topological_order(data):
     assert len(edges) == sum(len(t.parents) for t in g.nodes)
     g.backward()
     check_walk(g, [t for t in leaves if id(t) in reachable])
+
+
+def test_the_walk_joins_the_gradients_of_an_op_with_several_outputs():
+    x = Tensor(backend.asarray(np.ones((2, 3))), requires_grad=True)
+    a, b = F.split(x, [1, 2], axis=-1)
+    g = graph.capture((a * 2).sum() + b.sum(), names={"a": a, "b": b, "x": x})
+    (line,) = [s for s in g.backward().splitlines() if "joined" in s]
+    # the split's node holds [2, 1, 1] in each row: ||g|| = sqrt(2 * (4 + 1 + 1))
+    assert line.endswith(
+        "split (2, 3): gradient (2, 3), ||g|| = 3.464 -> x  [joined from its outputs: a, b]"
+    )
+    check_walk(g, [x])
 
 
 def test_walk_needs_a_backward_first():

@@ -345,7 +345,7 @@ def test_dtype_is_kept_through_forward_and_backward(dtype):
 def dtypes(g) -> list:
     """The dtype of a gradient; of each filled slot, for the outputs of split and unstack."""
     if isinstance(g, Slots):
-        return [s.dtype for s in g if s is not None]
+        return [s.dtype for s in g.values()]
     return [] if g is None else [g.dtype]
 
 
