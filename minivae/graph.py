@@ -214,13 +214,14 @@ class Graph:
         xp, walk, self.joined = backend.xp(), [], set()
 
         def visit(t, g):  # the norm is summed on the device; one number comes back per step
-            # (an op with several outputs, split, receives their gradients: one norm for all)
-            parts = list(g.values()) if isinstance(g, Slots) else [g]
+            i = self.index[id(t)]
+            if isinstance(g, Slots):  # an op with several outputs (split): one norm for them all
+                self.joined.add(i)
+                parts, shape = list(g.values()), t.shape
+            else:
+                parts, shape = [g], tuple(g.shape)
             norm = float(backend.to_numpy(xp.sqrt(sum(xp.sum(s * s) for s in parts))))
-            if isinstance(g, Slots):
-                self.joined.add(self.index[id(t)])
-            shape = t.shape if isinstance(g, Slots) else tuple(g.shape)
-            walk.append((self.index[id(t)], shape, norm))
+            walk.append((i, shape, norm))
 
         self.output.backward(grad, visit=visit)
         self.walk = walk

@@ -260,18 +260,20 @@ def max_pool2d(x: Tensor, pool_size=(2, 2), strides=None, padding="valid") -> Te
         # unless an earlier offset of the window already held it (`served`); the last
         # offset holds it wherever no earlier one did
         gx = backend.full((n, *padded_size, c), 0.0, g.dtype)
-        served = xp.zeros_like(out, dtype=xp.bool)
-        for k, key in enumerate(keys):
-            if k < len(keys) - 1:
-                wins = (padded[key] == out) & ~served
-                served = served | wins
-            else:
-                wins = ~served
+
+        def send(key, wins):
             part = g * xp.astype(wins, g.dtype)  # (a product: much faster than where)
             if overlap:  # an input in several windows gets the sum of their gradients
                 gx[key] += part
             else:  # each input is in one window: a write, cheaper than +=
                 gx[key] = part
+
+        served = xp.zeros_like(out, dtype=xp.bool)
+        for key in keys[:-1]:
+            wins = (padded[key] == out) & ~served
+            served = served | wins
+            send(key, wins)
+        send(keys[-1], ~served)
         return (crop2d(gx, pads),)
 
     return record(out, (x,), backward, "max_pool2d")
